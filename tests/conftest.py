@@ -1,0 +1,32 @@
+"""Test-suite set-up.
+
+Without a GPU, Triton kernels run through Triton's interpreter: TRITON_INTERPRET=1
+must be in the environment before anything defines a ``@triton.jit`` function, so it
+is set here, before course_lib is imported (notebook kernels started by nbval and
+nbgrader inherit it). With a GPU the kernels run natively and the ``gpu`` tests run.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+# Notebook kernels and subprocesses must not pick up a student's or instructor's seed.
+os.environ.pop("COURSE_GRADING_SEED", None)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from course_lib.kernels.backend import interpreter_active  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    no_interp = pytest.mark.skip(
+        reason="runs Triton on CPU tensors only under TRITON_INTERPRET=1 (on a GPU machine: TRITON_INTERPRET=1 pytest -m interpreter)"
+    )
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "interpreter" in item.keywords and not interpreter_active():
+            item.add_marker(no_interp)
