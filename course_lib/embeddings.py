@@ -88,7 +88,10 @@ def nearest_neighbours(
         vec, skip = weight[qid], skip + [qid]
     if not 0 < k <= V - len(set(skip)):
         raise ValueError(f"k must be in [1, {V - len(set(skip))}] for a vocabulary of {V} with {len(set(skip))} excluded, got {k}")
-    scores = cosine_similarity_matrix(vec.unsqueeze(0), weight)[0]  # (V,)
+    # Row by row (not one matrix product, whose rounding depends on a row's position), so
+    # identical rows get bit-identical scores and the stable sort below can order the tie.
+    unit = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-8)  # (V, D)
+    scores = (unit * (vec / vec.norm().clamp_min(1e-8))).sum(dim=1)  # (V,)
     if skip:
         scores[torch.tensor(skip, device=scores.device)] = -math.inf
     # A stable sort makes ties deterministic (lower id first), unlike torch.topk.

@@ -144,3 +144,12 @@ def test_embedding_same_result_on_both_backends():
     with force_backend("auto"):
         b = e(ids)
     assert torch.equal(a, b)
+
+
+def test_nearest_neighbours_identical_rows_tie_exactly():
+    g = torch.Generator().manual_seed(6)
+    W = torch.randn(7, 10, generator=g)
+    W[4] = W[1]
+    ids, scores = nearest_neighbours(W, 0, k=6)
+    pos1, pos4 = ids.tolist().index(1), ids.tolist().index(4)
+    assert pos4 == pos1 + 1 and scores[pos1] == scores[pos4]

@@ -1,0 +1,63 @@
+"""nbgrader configuration for the course (nbgrader 0.9.6).
+
+Layout, relative to this file (the course root, wherever nbgrader is started from):
+
+    solutions/<assignment>/<notebook>.ipynb   the source: solutions and hidden tests
+    exercises/<assignment>/<notebook>.ipynb   the release students get (generated, committed)
+    submitted/, autograded/, feedback/         instructor-only, gitignored
+
+Regenerate the release without touching the gradebook:
+
+    python -m course_lib.nbgrader_tools release        (what `make exercises` runs)
+
+Grade a class (in the instructor's own copy of the repository):
+
+    nbgrader generate_assignment ch01_embeddings --force   # also records the tests in gradebook.db
+    COURSE_GRADING_SEED=<secret integer> nbgrader autograde ch01_embeddings
+
+The hidden tests draw their inputs from ``course_lib.grading.rng``, seeded by
+``COURSE_GRADING_SEED``; autograde's kernel inherits the variable from the shell. Use a new
+seed for every grading round: failure messages in released feedback show hidden inputs.
+The kernel is not a sandbox (student code runs in it and could read the variable); the seed
+stops answers copied from the public notebook, not a determined attacker.
+"""
+
+import os
+
+c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
+
+# ---- where things are ---------------------------------------------------------------------
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.course_id = "pretrained-lm-course"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "exercises"
+# The default layout is {nbgrader_step}/{student_id}/{assignment_id}; generate_assignment
+# uses student_id "." so the release lands at exercises/<assignment>/.
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")  # gitignored
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".DS_Store"]
+
+# ---- what students receive ----------------------------------------------------------------
+# Solution regions become this stub; a cell with a grade or solution marker but no nbgrader
+# metadata (or the reverse) is an error instead of being released with the answer in it.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+c.ClearSolutions.enforce_metadata = True
+c.ClearHiddenTests.enforce_metadata = True
+# Instructions, setup and test cells cannot be edited or deleted in Jupyter.
+c.LockCells.lock_grade_cells = True
+c.LockCells.lock_readonly_cells = True
+c.LockCells.lock_solution_cells = True
+c.LockCells.lock_all_cells = False
+
+# ---- grading ------------------------------------------------------------------------------
+# Autograde restores every locked and test cell from the gradebook (checksummed at
+# generate time), so an edited or deleted test cell is put back and run as written.
+c.OverwriteCells.add_missing_cells = True
+# Each cell gets this many seconds; an endless loop is interrupted and recorded as an error.
+c.Execute.timeout = 120
+c.Execute.interrupt_on_timeout = True
+c.Execute.raise_on_iopub_timeout = True
+c.Execute.execute_retries = 0
+# Keep feedback readable when a submission prints in a loop.
+c.LimitOutput.max_lines = 200
+c.LimitOutput.max_traceback = 60
