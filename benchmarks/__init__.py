@@ -6,4 +6,5 @@ it is one line in ``BENCHMARKS`` below. Timing needs a CUDA GPU.
 
 BENCHMARKS = {
     "embedding": "embedding lookup, forward and backward: Triton vs torch eager vs torch.compile",
+    "optim": "AdamW / SGD-momentum step on GPT-2 small (124M): course Triton fused vs torch foreach and fused",
 }
