@@ -8,7 +8,11 @@ import textwrap
 
 
 def source(obj) -> str:
-    """The source text of a module, class or function, dedented."""
+    """The source text of a module, class or function, dedented.
+
+    A ``@triton.jit`` kernel is an object wrapping the Python function (``.fn``); its
+    source is that function's, decorator included."""
+    obj = getattr(obj, "fn", obj)
     try:
         return textwrap.dedent(inspect.getsource(obj))
     except (TypeError, OSError) as err:

@@ -15,7 +15,6 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # Notebook kernels and subprocesses must not pick up a student's or instructor's seed.
 os.environ.pop("COURSE_GRADING_SEED", None)
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 from course_lib.kernels.backend import interpreter_active  # noqa: E402
 
