@@ -18,6 +18,11 @@ MATHJAX_STAMP := $(MATHJAX_DIR)/.mathjax-$(MATHJAX_VERSION)
 
 PYTEST_ARGS ?=
 
+# The environment's tools (jupyter, nbgrader, and alembic, which nbgrader runs to set up a
+# gradebook) must be found on PATH by every command and subprocess, as if it were activated.
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
 .PHONY: all book test test-gpu exercises mathjax venv bench clean help
 
 all: book
@@ -51,8 +56,10 @@ $(MATHJAX_STAMP):
 exercises: $(STAMP)
 	$(PY) -m course_lib.nbgrader_tools release
 
+# Without a GPU the chapters run their Triton kernels through Triton's CPU interpreter.
 book: $(STAMP) $(MATHJAX_STAMP) exercises
-	$(VENV)/bin/jupyter-book build . --builder html
+	TRITON_INTERPRET=$${TRITON_INTERPRET:-$$($(PY) -c 'import torch; print(0 if torch.cuda.is_available() else 1)')} \
+	  $(VENV)/bin/jupyter-book build . --builder html
 	@echo
 	@echo "The book is built. Open: file://$(CURDIR)/_build/html/index.html"
 

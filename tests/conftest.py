@@ -7,12 +7,16 @@ nbgrader inherit it). With a GPU the kernels run natively and the ``gpu`` tests 
 """
 
 import os
+import sys
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Subprocesses find this environment's tools (nbgrader runs `alembic` by name) even when
+# pytest was started as .venv/bin/python without activating the environment.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 # Notebook kernels and subprocesses must not pick up a student's or instructor's seed.
 os.environ.pop("COURSE_GRADING_SEED", None)
 
