@@ -1,0 +1,354 @@
+"""Bidirectional attention with a key-padding mask, FlashAttention style, as Triton kernels.
+
+    O = softmax(Q K^T * scale + mask) V,    Q: (B, nh, Tq, hs), K, V: (B, nh, Tk, hs)
+
+Materialising the (B, nh, Tq, Tk) score matrix costs O(T^2) memory and two trips
+through it. FlashAttention (Dao et al., 2022; FlashAttention-2, Dao, 2023) never stores
+it: each program keeps a block of BLOCK_M queries in registers and streams over the keys
+in blocks of BLOCK_N, keeping an *online softmax*: a running row maximum m, a running
+sum l = sum exp(s - m) and an unnormalised output acc = sum exp(s - m) v. When a new
+block raises the maximum from m to m', the old sum and output are rescaled by
+exp(m - m'), so at the end acc / l is exactly the softmax-weighted sum.
+
+The forward saves only O and the per-row log-sum-exp L = m + log(l), (B, nh, Tq). The
+backward recomputes P = exp(S - L) block by block (FlashAttention-2's recipe):
+
+    dV = P^T dO,   dP = dO V^T,   dS = P * (dP - delta),   delta = rowsum(dO * O),
+    dQ = dS K * scale,   dK = dS^T Q * scale
+
+in two kernels: one program per key block accumulates dK and dV over all queries, one
+program per query block accumulates dQ over all keys (no atomics: deterministic).
+
+Key-padding mask: ``attention_mask`` (B, Tk), 1/True = a real token that may be attended
+to, 0/False = padding (Hugging Face's convention; note that ``nn.MultiheadAttention``'s
+``key_padding_mask`` means the opposite). Queries at padded positions still attend to
+the real keys, as in BERT; their outputs are simply ignored downstream.
+
+Fully masked rows (a sequence with no real token at all): softmax over an empty set is
+undefined. Here such a row's output is **zeros**, its stored L is +inf (so exp(S - L) = 0
+in the backward and the row passes no gradient), and the reference below agrees. Hugging
+Face's eager BERT instead adds a large negative number to masked scores and so averages
+V uniformly over the masked keys; the two differ only for inputs with no real token.
+
+Layout as in ``embedding.py``: kernels, launchers, PyTorch references, one autograd
+Function that dispatches, the public :func:`flash_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from .backend import FLOAT_DTYPES, check_tensor, interpreter_active, use_triton
+
+# Tile sizes, read at call time (tests shrink them to exercise many blocks on small inputs).
+# tl.dot needs every dimension >= 16; 64 x 64 tiles of fp16 fit comfortably in registers.
+BLOCK_M = 64  # queries per program
+BLOCK_N = 64  # keys per inner-loop step
+
+
+def _block_d(hs: int) -> int:
+    return max(16, triton.next_power_of_2(hs))  # the head dimension, padded and masked
+
+
+# ---- kernels ----------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_tile(base, rows, dims, stride_t, T, HS, UPCAST: tl.constexpr):
+    # A (len(rows), BLOCK_D) tile of a (T, HS) matrix; rows past T and columns past HS read 0.
+    mask = (rows < T)[:, None] & (dims < HS)[None, :]
+    tile = tl.load(base + rows[:, None] * stride_t + dims[None, :], mask=mask, other=0.0)
+    if UPCAST:  # the interpreter computes bf16/fp16 wrongly: work in fp32 there
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
+def _key_valid(mask_ptr, b, cols, TK, HAS_MASK: tl.constexpr):
+    valid = cols < TK  # (BLOCK_N,)
+    if HAS_MASK:
+        valid = valid & (tl.load(mask_ptr + b * TK + cols, mask=cols < TK, other=0) != 0)
+    return valid
+
+
+@triton.jit
+def _flash_forward_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, lse_ptr,
+    stride_qb, stride_qh, stride_qt,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    NH, TQ, TK, HS, scale,
+    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, FP64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    bh = tl.program_id(1).to(tl.int64)  # (batch, head) pair
+    b, h = bh // NH, bh % NH
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # query positions
+    dims = tl.arange(0, BLOCK_D)
+    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, rows, dims, stride_qt, TQ, HS, UPCAST)  # (BLOCK_M, BLOCK_D)
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=ACC)  # running row maximum
+    l_i = tl.zeros((BLOCK_M,), dtype=ACC)  # running sum of exp(s - m_i)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)  # running sum of exp(s - m_i) * v
+    for start in range(0, TK, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)  # key positions
+        k = _load_tile(k_base, cols, dims, stride_kt, TK, HS, UPCAST)  # (BLOCK_N, BLOCK_D)
+        v = _load_tile(v_base, cols, dims, stride_vt, TK, HS, UPCAST)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (BLOCK_M, BLOCK_N)
+        s = tl.where(_key_valid(mask_ptr, b, cols, TK, HAS_MASK)[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # While a row has seen no valid key, m is -inf; shifting by 0 instead keeps
+        # exp(-inf - (-inf)) = NaN out: every exp(.) of that row is then exp(-inf) = 0.
+        m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_shift)  # rescales what was accumulated under the old maximum
+        p = tl.exp(s - m_shift[:, None])  # (BLOCK_M, BLOCK_N)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        m_i = m_new
+
+    empty = l_i == 0.0  # rows with no valid key: output 0, L = +inf (see the module docstring)
+    o = acc / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("inf"), m_i + tl.log(tl.where(empty, 1.0, l_i)))
+    # O and L are written densely: (B, nh, Tq, hs) and (B, nh, Tq).
+    out_mask = (rows < TQ)[:, None] & (dims < HS)[None, :]
+    tl.store(o_ptr + (bh * TQ + rows)[:, None] * HS + dims[None, :], o, mask=out_mask)
+    tl.store(lse_ptr + bh * TQ + rows, lse, mask=rows < TQ)
+
+
+@triton.jit
+def _flash_backward_dkdv_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    stride_qb, stride_qh, stride_qt,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    NH, TQ, TK, HS, scale,
+    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, FP64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # One program per block of keys: dK and dV of those keys sum over every query.
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // NH, bh % NH
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # key positions
+    dims = tl.arange(0, BLOCK_D)
+    k = _load_tile(k_ptr + b * stride_kb + h * stride_kh, cols, dims, stride_kt, TK, HS, UPCAST)  # (BLOCK_N, BLOCK_D)
+    v = _load_tile(v_ptr + b * stride_vb + h * stride_vh, cols, dims, stride_vt, TK, HS, UPCAST)
+    valid = _key_valid(mask_ptr, b, cols, TK, HAS_MASK)
+    q_base = q_ptr + b * stride_qb + h * stride_qh
+    do_base = do_ptr + bh * TQ * HS  # dO, like O, is dense (B, nh, Tq, hs)
+
+    ACC: tl.constexpr = tl.float64 if FP64 else tl.float32
+    dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=ACC)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=ACC)
+    for start in range(0, TQ, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)  # query positions
+        q = _load_tile(q_base, rows, dims, stride_qt, TQ, HS, UPCAST)  # (BLOCK_M, BLOCK_D)
+        do = _load_tile(do_base, rows, dims, HS, TQ, HS, UPCAST)
+        # Rows past Tq read L = +inf, so their P is exp(-inf) = 0 and they add nothing.
+        lse = tl.load(lse_ptr + bh * TQ + rows, mask=rows < TQ, other=float("inf"))  # (BLOCK_M,)
+        delta = tl.load(delta_ptr + bh * TQ + rows, mask=rows < TQ, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (BLOCK_M, BLOCK_N)
+        s = tl.where(valid[None, :], s, float("-inf"))
+        p = tl.exp(s - lse[:, None])  # the forward's softmax, recomputed from L
+        dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision="ieee")
+        dp = tl.dot(do, tl.trans(v), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision="ieee")
+    out_mask = (cols < TK)[:, None] & (dims < HS)[None, :]
+    offsets = (bh * TK + cols)[:, None] * HS + dims[None, :]
+    tl.store(dk_ptr + offsets, dk * scale, mask=out_mask)
+    tl.store(dv_ptr + offsets, dv, mask=out_mask)
+
+
+@triton.jit
+def _flash_backward_dq_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    stride_qb, stride_qh, stride_qt,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    NH, TQ, TK, HS, scale,
+    HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, FP64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # One program per block of queries: dQ of those queries sums over every key.
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // NH, bh % NH
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, rows, dims, stride_qt, TQ, HS, UPCAST)
+    do = _load_tile(do_ptr + bh * TQ * HS, rows, dims, HS, TQ, HS, UPCAST)
+    lse = tl.load(lse_ptr + bh * TQ + rows, mask=rows < TQ, other=float("inf"))
+    delta = tl.load(delta_ptr + bh * TQ + rows, mask=rows < TQ, other=0.0)
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+
+    dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float64 if FP64 else tl.float32)
+    for start in range(0, TK, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base, cols, dims, stride_kt, TK, HS, UPCAST)
+        v = _load_tile(v_base, cols, dims, stride_vt, TK, HS, UPCAST)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        s = tl.where(_key_valid(mask_ptr, b, cols, TK, HAS_MASK)[None, :], s, float("-inf"))
+        p = tl.exp(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
+    out_mask = (rows < TQ)[:, None] & (dims < HS)[None, :]
+    tl.store(dq_ptr + (bh * TQ + rows)[:, None] * HS + dims[None, :], dq * scale, mask=out_mask)
+
+
+# ---- launchers --------------------------------------------------------------------------
+
+
+def _kernel_args(q, k, v, mask):
+    # Q, K, V may be strided views (the model passes (B, T, nh, hs) transposed to
+    # (B, nh, T, hs)), as long as each head's vectors are contiguous.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    mask_arg = mask.to(torch.int8).contiguous() if mask is not None else q  # unused without a mask
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
+    return q, k, v, mask_arg, strides
+
+
+def _constexprs(q, mask):
+    return dict(
+        HAS_MASK=mask is not None,
+        UPCAST=interpreter_active() and q.dtype in (torch.float16, torch.bfloat16),
+        FP64=q.dtype == torch.float64,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=_block_d(q.shape[-1]),
+    )
+
+
+def flash_attention_forward_triton(q, k, v, mask, scale):
+    """Returns O (B, nh, Tq, hs) in q's dtype and L (B, nh, Tq) in fp32 (fp64 for fp64 inputs)."""
+    B, NH, TQ, HS = q.shape
+    TK = k.shape[2]
+    o = torch.empty(B, NH, TQ, HS, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, NH, TQ, dtype=_acc_dtype(q.dtype), device=q.device)
+    if o.numel() == 0:
+        return o, lse.fill_(float("inf"))
+    q, k, v, mask_arg, strides = _kernel_args(q, k, v, mask)
+    grid = (triton.cdiv(TQ, BLOCK_M), B * NH)
+    _flash_forward_kernel[grid](q, k, v, mask_arg, o, lse, *strides, NH, TQ, TK, HS, scale, **_constexprs(q, mask))
+    return o, lse
+
+
+def flash_attention_backward_triton(do, q, k, v, mask, o, lse, scale):
+    """Returns dQ, dK, dV (dense, in the inputs' dtype)."""
+    B, NH, TQ, HS = q.shape
+    TK = k.shape[2]
+    dq, dk, dv = (torch.zeros(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+    if q.numel() == 0 or k.numel() == 0:
+        return dq, dk, dv
+    do = do.contiguous()
+    # delta_i = sum_d dO_id O_id = sum_j P_ij dP_ij: one dot product per row, cheap in torch.
+    delta = (do.to(lse.dtype) * o.to(lse.dtype)).sum(-1)  # (B, nh, Tq)
+    q, k, v, mask_arg, strides = _kernel_args(q, k, v, mask)
+    meta = _constexprs(q, mask)
+    _flash_backward_dkdv_kernel[(triton.cdiv(TK, BLOCK_N), B * NH)](
+        q, k, v, mask_arg, do, lse, delta, dk, dv, *strides, NH, TQ, TK, HS, scale, **meta
+    )
+    _flash_backward_dq_kernel[(triton.cdiv(TQ, BLOCK_M), B * NH)](
+        q, k, v, mask_arg, do, lse, delta, dq, *strides, NH, TQ, TK, HS, scale, **meta
+    )
+    return dq, dk, dv
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---- reference --------------------------------------------------------------------------
+
+
+def _scores_reference(q, k, mask, scale):
+    acc = _acc_dtype(q.dtype)
+    s = (q.to(acc) @ k.to(acc).transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
+    if mask is not None:
+        s = s.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+    return s
+
+
+def flash_attention_forward_reference(q, k, v, mask, scale):
+    """The same O and L, with the whole score matrix materialised."""
+    s = _scores_reference(q, k, mask, scale)  # (B, nh, Tq, Tk)
+    lse = torch.logsumexp(s, dim=-1)  # (B, nh, Tq); -inf for a row with no valid key
+    lse = lse.masked_fill(lse == float("-inf"), float("inf"))  # ... stored as +inf, as the kernel does
+    p = torch.exp(s - lse[..., None])  # softmax; all zeros for an empty row
+    return (p @ v.to(s.dtype)).to(q.dtype), lse
+
+
+def flash_attention_backward_reference(do, q, k, v, mask, o, lse, scale):
+    acc = lse.dtype
+    p = torch.exp(_scores_reference(q, k, mask, scale) - lse[..., None])  # (B, nh, Tq, Tk)
+    do32 = do.to(acc)
+    dv = p.transpose(-2, -1) @ do32  # (B, nh, Tk, hs)
+    dp = do32 @ v.to(acc).transpose(-2, -1)  # (B, nh, Tq, Tk)
+    ds = p * (dp - (do32 * o.to(acc)).sum(-1, keepdim=True))
+    dq = ds @ k.to(acc) * scale  # (B, nh, Tq, hs)
+    dk = ds.transpose(-2, -1) @ q.to(acc) * scale  # (B, nh, Tk, hs)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+# ---- autograd and dispatch --------------------------------------------------------------
+
+
+class FlashAttentionFunction(torch.autograd.Function):
+    """Attention for autograd: saves Q, K, V, the mask, O and L, never the (Tq, Tk) scores."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scale):
+        tensors = (q, k, v) if mask is None else (q, k, v, mask)
+        ctx.used_triton = use_triton(*tensors, op="flash_attention")
+        forward = flash_attention_forward_triton if ctx.used_triton else flash_attention_forward_reference
+        o, lse = forward(q, k, v, mask, scale)
+        ctx.save_for_backward(q, k, v, mask, o, lse)
+        ctx.scale = scale
+        return o
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do):
+        q, k, v, mask, o, lse = ctx.saved_tensors
+        backward = flash_attention_backward_triton if ctx.used_triton else flash_attention_backward_reference
+        dq, dk, dv = backward(do, q, k, v, mask, o, lse, ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """softmax(Q K^T * scale, masked) V for q (B, nh, Tq, hs), k and v (B, nh, Tk, hs).
+
+    ``attention_mask`` (B, Tk): 1/True for keys that may be attended to, 0/False for
+    padding. ``scale`` defaults to 1/sqrt(hs). A query with no valid key gets zeros."""
+    check_tensor("q", q, dim=4, dtypes=FLOAT_DTYPES)
+    check_tensor("k", k, dim=4, dtypes=(q.dtype,), device=q.device)
+    check_tensor("v", v, dim=4, dtypes=(q.dtype,), device=q.device)
+    B, NH, _, HS = q.shape
+    if k.shape != v.shape or k.shape[:2] != (B, NH) or k.shape[3] != HS:
+        raise ValueError(
+            "q must be (B, nh, Tq, hs) and k, v both (B, nh, Tk, hs) with the same B, nh, hs; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if HS == 0:
+        raise ValueError(f"the head size (last dimension) must be positive, got q {tuple(q.shape)}")
+    if attention_mask is not None:
+        check_tensor("attention_mask", attention_mask, dim=2, device=q.device)
+        if attention_mask.is_floating_point() or attention_mask.is_complex():
+            raise TypeError(f"attention_mask must be bool or integer (1 = attend), got {attention_mask.dtype}")
+        if tuple(attention_mask.shape) != (B, k.shape[2]):
+            raise ValueError(
+                f"attention_mask must have shape (B, Tk) = {(B, k.shape[2])}, got {tuple(attention_mask.shape)}"
+            )
+    scale = 1.0 / math.sqrt(HS) if scale is None else float(scale)
+    return FlashAttentionFunction.apply(q, k, v, attention_mask, scale)

@@ -1,0 +1,179 @@
+"""FlashAttention-style attention with a key-padding mask against naive attention.
+
+The expected values come from the textbook formula softmax(Q K^T * scale) V, masked,
+computed in float64 with autograd; a query whose keys are all padding gets zeros (the
+convention of course_lib.kernels.flash_attention). Tile sizes are shrunk in some tests so
+that small inputs still span many query and key blocks, with ragged edges."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib.kernels import backend
+from course_lib.kernels import flash_attention as fa
+from course_lib.kernels.flash_attention import flash_attention
+
+# The kernels receive `scale` as a float32 scalar, so float64 results carry its rounding.
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-7, atol=1e-7),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=5e-3, atol=5e-3),
+    torch.bfloat16: dict(rtol=4e-2, atol=4e-2),
+}
+
+
+def naive_attention(q, k, v, mask, scale):
+    s = (q @ k.transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
+    if mask is None:
+        return torch.softmax(s, -1) @ v
+    keep = mask.bool()[:, None, None, :]
+    empty = ~keep.any(-1, keepdim=True)  # (B, 1, 1, 1): no key to attend to
+    p = torch.softmax(s.masked_fill(~keep, float("-inf")).masked_fill(empty, 0.0), -1)
+    return (p * ~empty) @ v
+
+
+def make(B, nh, Tq, Tk, hs, dtype, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, nh, T, hs, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+            for T in (Tq, Tk, Tk)]
+
+
+def check(q, k, v, mask, backend_name):
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    ours = [t.detach().requires_grad_() for t in (q, k, v)]
+    ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    with backend.force_backend(backend_name):
+        o = flash_attention(*ours, attention_mask=mask)
+    o_ref = naive_attention(*ref, mask, scale)
+    tol = TOLERANCES[q.dtype]
+    assert o.shape == q.shape and o.dtype == q.dtype
+    torch.testing.assert_close(o.double(), o_ref, **tol)
+    do = torch.randn(o_ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(o_ref.device)
+    o.backward(do.to(q.dtype))
+    o_ref.backward(do)
+    for name, a, e in zip("qkv", ours, ref):
+        torch.testing.assert_close(a.grad.double(), e.grad, **tol, msg=lambda m: f"d{name}: {m}")
+
+
+def padding_mask(B, T, lengths, dtype=torch.bool):
+    return (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).to(dtype)  # (B, T)
+
+
+CASES = [  # B, nh, T, hs, real lengths (None: no mask)
+    (2, 3, 37, 12, [37, 20]),  # odd T and head size
+    (1, 1, 1, 16, None),  # a single token
+    (1, 2, 1, 8, [1]),
+    (2, 2, 19, 16, None),
+    (3, 1, 11, 5, [11, 4, 0]),  # the last sequence is all padding: zeros, no NaN
+]
+
+
+@pytest.mark.parametrize("B, nh, T, hs, lengths", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.interpreter
+def test_triton_matches_naive(B, nh, T, hs, lengths, dtype):
+    q, k, v = make(B, nh, T, T, hs, dtype)
+    check(q, k, v, padding_mask(B, T, lengths) if lengths else None, "triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.interpreter
+def test_triton_many_blocks(monkeypatch, dtype):
+    # 16 x 16 tiles: T = 41 spans three query and three key blocks, the last ones ragged.
+    monkeypatch.setattr(fa, "BLOCK_M", 16)
+    monkeypatch.setattr(fa, "BLOCK_N", 16)
+    q, k, v = make(2, 2, 41, 41, 12, dtype)
+    check(q, k, v, padding_mask(2, 41, [41, 23]), "triton")
+
+
+@pytest.mark.interpreter
+def test_triton_cross_lengths(monkeypatch):
+    # Tq != Tk: the kernels allow it (the mask covers the keys).
+    monkeypatch.setattr(fa, "BLOCK_M", 16)
+    monkeypatch.setattr(fa, "BLOCK_N", 16)
+    q, k, v = make(2, 2, 5, 29, 8, torch.float32)
+    check(q, k, v, padding_mask(2, 29, [29, 17]), "triton")
+    q, k, v = make(1, 1, 33, 3, 8, torch.float32)
+    check(q, k, v, None, "triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.interpreter
+def test_triton_half_precision(dtype):
+    q, k, v = make(2, 2, 21, 21, 16, dtype)
+    check(q, k, v, padding_mask(2, 21, [21, 9]), "triton")
+
+
+@pytest.mark.interpreter
+def test_strided_inputs_and_integer_mask():
+    # The model's layout: (B, T, nh, hs) projections viewed as (B, nh, T, hs) without a copy.
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 13, 3, 8, generator=g).transpose(1, 2) for _ in range(3))
+    assert not q.is_contiguous()
+    check(q, k, v, padding_mask(2, 13, [13, 6], dtype=torch.long), "triton")
+
+
+@pytest.mark.parametrize("B, nh, T, hs, lengths", CASES)
+def test_reference_matches_naive(B, nh, T, hs, lengths):
+    q, k, v = make(B, nh, T, T, hs, torch.float32)
+    check(q, k, v, padding_mask(B, T, lengths) if lengths else None, "torch")
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.interpreter
+def test_fully_padded_rows_are_zero_and_finite(backend_name):
+    q, k, v = (t.requires_grad_() for t in make(2, 2, 6, 6, 8, torch.float32))
+    mask = padding_mask(2, 6, [6, 0])
+    with backend.force_backend(backend_name):
+        o = flash_attention(q, k, v, mask)
+    o.sum().backward()
+    assert torch.equal(o[1], torch.zeros_like(o[1]))
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all() and torch.equal(t.grad[1], torch.zeros_like(t.grad[1]))
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.interpreter
+def test_empty_sequences(backend_name):
+    with backend.force_backend(backend_name):
+        q, k, v = (t.requires_grad_() for t in make(2, 2, 0, 4, 8, torch.float32))
+        o = flash_attention(q, k, v)
+        o.sum().backward()
+        assert o.shape == (2, 2, 0, 8) and torch.equal(k.grad, torch.zeros_like(k))
+        q, k, v = make(2, 2, 3, 0, 8, torch.float32)  # no keys at all: every row is empty
+        assert torch.equal(flash_attention(q, k, v), torch.zeros(2, 2, 3, 8))
+
+
+@pytest.mark.parametrize("backend_name", ["triton", "torch"])
+@pytest.mark.interpreter
+def test_gradcheck_float64(backend_name):
+    q, k, v = (t.requires_grad_() for t in make(2, 1, 2, 2, 3, torch.float64))
+    mask = padding_mask(2, 2, [2, 1])
+    with backend.force_backend(backend_name):
+        assert torch.autograd.gradcheck(lambda q, k, v: flash_attention(q, k, v, mask), (q, k, v))
+
+
+def test_bad_input_is_named():
+    q, k, v = make(2, 2, 5, 5, 8, torch.float32)
+    with pytest.raises(ValueError, match="q must have 4 dimensions"):
+        flash_attention(q[0], k, v)
+    with pytest.raises(ValueError, match="same B, nh, hs"):
+        flash_attention(q, k[:, :1], v)
+    with pytest.raises(TypeError, match="k must have dtype"):
+        flash_attention(q, k.double(), v)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(B, Tk\)"):
+        flash_attention(q, k, v, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="bool or integer"):
+        flash_attention(q, k, v, torch.ones(2, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("T", [128, 333])
+@pytest.mark.gpu
+def test_cuda(dtype, T):
+    B, nh, hs = 4, 12, 64
+    q, k, v = make(B, nh, T, T, hs, dtype, device="cuda")
+    mask = padding_mask(B, T, [T, T // 2, 1, T - 7]).cuda()
+    assert backend.use_triton(q, k, v, mask)
+    check(q, k, v, mask, "triton")
