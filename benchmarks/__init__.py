@@ -1,10 +1,14 @@
 """Benchmarks of course_lib's kernels against their PyTorch peers: ``python -m benchmarks NAME``.
 
 Each benchmark is a module ``benchmarks/NAME.py`` with a ``run()`` function; registering
-it is one line in ``BENCHMARKS`` below. Timing needs a CUDA GPU.
+it is one line in ``BENCHMARKS`` below. Kernel timings need a CUDA GPU; the benchmarks in
+``CPU_BENCHMARKS`` also compare whole trainings against their peer on the CPU.
 """
 
 BENCHMARKS = {
     "embedding": "embedding lookup, forward and backward: Triton vs torch eager vs torch.compile",
     "optim": "AdamW / SGD-momentum step on GPT-2 small (124M): course Triton fused vs torch foreach and fused",
+    "word2vec": "word2vec training: course_lib (torch on CPU, Triton SGNS kernel on GPU) vs gensim, words/s and accuracy",
 }
+
+CPU_BENCHMARKS = {"word2vec"}
