@@ -26,6 +26,7 @@ def show_source(*objs):
 
     parts = []
     for obj in objs:
+        obj = getattr(obj, "fn", obj)  # a @triton.jit kernel: name the function it wraps
         module = inspect.getmodule(obj)
         where = module.__name__ if module else "?"
         name = getattr(obj, "__qualname__", where)
