@@ -9,6 +9,7 @@ BENCHMARKS = {
     "embedding": "embedding lookup, forward and backward: Triton vs torch eager vs torch.compile",
     "optim": "AdamW / SGD-momentum step on GPT-2 small (124M): course Triton fused vs torch foreach and fused",
     "word2vec": "word2vec training: course_lib (torch on CPU, Triton SGNS kernel on GPU) vs gensim, words/s and accuracy",
+    "bert": "BERT pretraining step vs HF (CPU and GPU); flash attention vs SDPA, LayerNorm/bias-GELU bandwidth (GPU)",
 }
 
-CPU_BENCHMARKS = {"word2vec"}
+CPU_BENCHMARKS = {"word2vec", "bert"}
