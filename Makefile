@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all book test test-gpu exercises mathjax venv bench clean help
+.PHONY: all book test test-gpu exercises mathjax venv bench grade clean help
 
 all: book
 
@@ -33,6 +33,7 @@ help:
 	@echo "make test-gpu   run only the CUDA tests (needs a GPU)"
 	@echo "make exercises  regenerate exercises/ from solutions/ with nbgrader"
 	@echo "make bench      python -m benchmarks embedding (timing needs a GPU)"
+	@echo "make grade ASSIGNMENT=ch01_embeddings SEED=<secret>   sandboxed autograding of submitted/ (as root)"
 
 venv: $(STAMP)
 
@@ -71,6 +72,12 @@ test-gpu: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks embedding
+
+# Instructors: grade every submission in submitted/<student>/$(ASSIGNMENT)/ in a sandbox,
+# re-check each graded function independently, write gradebook.db, feedback/ and grades/.
+grade: $(STAMP)
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make grade ASSIGNMENT=ch01_embeddings SEED=<secret>"; exit 2; }
+	$(PY) -m course_lib.autograde $(ASSIGNMENT) $(if $(SEED),--seed $(SEED)) $(GRADE_ARGS)
 
 clean:
 	rm -rf _build .cache book/_mathjax .pytest_cache

@@ -10,16 +10,17 @@ Regenerate the release without touching the gradebook:
 
     python -m course_lib.nbgrader_tools release        (what `make exercises` runs)
 
-Grade a class (in the instructor's own copy of the repository):
+Grade a class (in the instructor's own copy of the repository, as root on Linux):
 
-    nbgrader generate_assignment ch01_embeddings --force   # also records the tests in gradebook.db
-    COURSE_GRADING_SEED=<secret integer> nbgrader autograde ch01_embeddings
+    make grade ASSIGNMENT=ch01_embeddings SEED=<secret integer>
+    python -m course_lib.autograde ch01_embeddings --seed <secret integer>   # the same
 
-The hidden tests draw their inputs from ``course_lib.grading.rng``, seeded by
-``COURSE_GRADING_SEED``; autograde's kernel inherits the variable from the shell. Use a new
-seed for every grading round: failure messages in released feedback show hidden inputs.
-The kernel is not a sandbox (student code runs in it and could read the variable); the seed
-stops answers copied from the public notebook, not a determined attacker.
+That command (course_lib/autograde/, guide: book/running_the_course.md) runs nbgrader's own
+autograde with the defences below, but with each student's kernel in a sandbox, re-checks every
+graded function in a fresh sandboxed process against solutions/<assignment>/grading_spec.py, and
+counts a test cell's points only when both agree. Plain `nbgrader autograde` runs student code in
+the same kernel as the tests: a submission can patch the comparisons and score full marks.
+Use a new seed for every grading round; it never enters the sandbox.
 """
 
 import os
@@ -34,7 +35,9 @@ c.CourseDirectory.release_directory = "exercises"
 # The default layout is {nbgrader_step}/{student_id}/{assignment_id}; generate_assignment
 # uses student_id "." so the release lands at exercises/<assignment>/.
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")  # gitignored
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".DS_Store"]
+# grading_spec.py (the independent checks, with the hidden-input generators) stays in solutions/:
+# nbgrader copies every other file of solutions/<assignment>/ into the release, never this one.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".DS_Store", "grading_spec.py"]
 
 # ---- what students receive ----------------------------------------------------------------
 # Solution regions become this stub; a cell with a grade or solution marker but no nbgrader

@@ -10,6 +10,7 @@ BENCHMARKS = {
     "optim": "AdamW / SGD-momentum step on GPT-2 small (124M): course Triton fused vs torch foreach and fused",
     "word2vec": "word2vec training: course_lib (torch on CPU, Triton SGNS kernel on GPU) vs gensim, words/s and accuracy",
     "bert": "BERT pretraining step vs HF (CPU and GPU); flash attention vs SDPA, LayerNorm/bias-GELU bandwidth (GPU)",
+    "autograde": "autograding throughput: 100 ch01 submissions, 1 worker vs one per core (CPU, sandbox, root)",
 }
 
-CPU_BENCHMARKS = {"word2vec", "bert"}
+CPU_BENCHMARKS = {"word2vec", "bert", "autograde"}
