@@ -20,25 +20,13 @@ Submissions:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
-import pytest
 
-from course_lib import nbgrader_tools
+from tests import nbgrader_roundtrip as rt
 
-ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "ch01_embeddings"
-NOTEBOOK = f"{ASSIGNMENT}.ipynb"
-SOURCE_NB = ROOT / "solutions" / ASSIGNMENT / NOTEBOOK
-RELEASE_NB = ROOT / "exercises" / ASSIGNMENT / NOTEBOOK
 # The functions the students write, in notebook order, and the grade_id of each solution cell.
 TASKS = {
     "one_hot": "task1_one_hot",
@@ -49,7 +37,6 @@ TASKS = {
     "analogy": "task6_analogy",
 }
 SEED_A, SEED_B = 7, 424242
-NBGRADER_TIMEOUT_S = 300
 
 WRONG_COSINE = '''
 def cosine_similarity_matrix(A: torch.Tensor, B: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -58,29 +45,6 @@ def cosine_similarity_matrix(A: torch.Tensor, B: torch.Tensor, eps: float = 1e-8
     A_unit = A / A.norm(dim=1, keepdim=True).clamp_min(eps)
     return A_unit @ B.T  # forgot to normalise B: right only when B's rows have length 1
 '''
-
-
-# ---- reading the source notebook ---------------------------------------------------------
-
-
-def _nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def _is_hidden(cell) -> bool:
-    return "BEGIN HIDDEN TESTS" in cell.source
-
-
-def _grade_points(source_nb) -> dict[str, float]:
-    return {_nbgrader(c)["grade_id"]: float(_nbgrader(c)["points"]) for c in source_nb.cells if _nbgrader(c).get("grade")}
-
-
-def _visible_points(source_nb) -> float:
-    return sum(float(_nbgrader(c)["points"]) for c in source_nb.cells if _nbgrader(c).get("grade") and not _is_hidden(c))
-
-
-def _task_points(source_nb, solution_grade_id: str) -> float:
-    return sum(p for gid, p in _grade_points(source_nb).items() if gid.startswith(solution_grade_id + "_"))
 
 
 # ---- recording what the tests call (for the hard-coded submission and the seed check) ---
@@ -109,15 +73,12 @@ def _encode_result(value):
 def _record(source_nb, seed: int) -> list[tuple[str, str, str, object]]:
     """Run the source notebook (solutions and hidden tests) in this process, recording
     (cell kind, function, call key, outcome) for every call of a task function."""
-    import torch
-
     log: list[tuple[str, str, str, object]] = []
     ns: dict = {}
     exec(CALL_KEY_SRC, ns)
     call_key = ns["_call_key"]
-    kind = ["other"]
 
-    def wrap(name, fn):
+    def wrap(name, fn, kind):
         def recorded(*args, **kwargs):
             key = call_key(args, kwargs)
             try:
@@ -131,28 +92,7 @@ def _record(source_nb, seed: int) -> list[tuple[str, str, str, object]]:
         recorded.__name__ = name
         return recorded
 
-    old = os.environ.get("COURSE_GRADING_SEED")
-    os.environ["COURSE_GRADING_SEED"] = str(seed)
-    state = torch.random.get_rng_state()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            for cell in source_nb.cells:
-                if cell.cell_type != "code":
-                    continue
-                meta = _nbgrader(cell)
-                kind[0] = "hidden" if _is_hidden(cell) else "visible" if meta.get("grade") else "other"
-                source = nbgrader_tools._strip_solution_markers(cell.source) if meta.get("solution") else cell.source
-                exec(compile(source, f"<cell {meta.get('grade_id', cell.get('id'))}>", "exec"), ns)
-                for name in TASKS:
-                    if name in ns and not hasattr(ns[name], "__wrapped_task__"):
-                        ns[name] = wrap(name, ns[name])
-                        ns[name].__wrapped_task__ = True
-    finally:
-        torch.random.set_rng_state(state)
-        if old is None:
-            os.environ.pop("COURSE_GRADING_SEED", None)
-        else:
-            os.environ["COURSE_GRADING_SEED"] = old
+    rt.run_source_wrapped(source_nb, seed, TASKS, wrap, ns)
     return log
 
 
@@ -176,9 +116,9 @@ def _replay(table, args, kwargs):
         raise getattr(builtins, outcome[1])("recorded answer")
     return dec(outcome[1])
 '''
-    sub = copy_nb(release_nb)
+    sub = rt.copy_nb(release_nb)
     for cell in sub.cells:
-        gid = _nbgrader(cell).get("grade_id")
+        gid = rt.nbgrader_meta(cell).get("grade_id")
         for name, solution_id in TASKS.items():
             if gid == solution_id:
                 table = f"_ANSWERS_{name} = _json.loads({json.dumps(json.dumps(tables[name]))})\n"
@@ -187,80 +127,19 @@ def _replay(table, args, kwargs):
     return sub
 
 
-def copy_nb(nb) -> nbformat.NotebookNode:
-    return nbformat.from_dict(json.loads(json.dumps(nb)))
+graded = rt.graded_fixture(
+    ASSIGNMENT,
+    right_ids=[TASKS["one_hot"], TASKS["lookup_as_matmul"]],
+    wrong_id=TASKS["cosine_similarity_matrix"],
+    wrong_source=WRONG_COSINE,
+    seed_a=SEED_A,
+    seed_b=SEED_B,
+    extra_submissions=lambda release_nb, source_nb: {"cheat": _hard_coded_submission(release_nb, source_nb)},
+)
 
 
-# ---- the course run ----------------------------------------------------------------------
-
-
-def _run_nbgrader(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "nbgrader", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=NBGRADER_TIMEOUT_S)
-    assert proc.returncode == 0, f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _submit(course: Path, student: str, nb) -> None:
-    target = course / "submitted" / student / ASSIGNMENT
-    target.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, target / NOTEBOOK)
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """Run nbgrader once for every submission; return the course dir and the source notebook."""
-    course = tmp_path_factory.mktemp("course")
-    shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    shutil.copy2(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")  # its root is its own directory
-    env = dict(os.environ)
-    env.pop("COURSE_GRADING_SEED", None)
-    env["JUPYTER_CONFIG_DIR"] = str(course / ".jupyter")  # no personal nbgrader/jupyter config leaks in
-    env["JUPYTER_RUNTIME_DIR"] = str(course / ".runtime")
-    repo_db = ROOT / "gradebook.db"
-    repo_db_before = repo_db.stat().st_mtime_ns if repo_db.exists() else None
-
-    # With the gradebook this time: autograde restores the test cells from it.
-    _run_nbgrader(["generate_assignment", ASSIGNMENT, "--force"], course, env)
-    release_nb = nbformat.read(course / "exercises" / ASSIGNMENT / NOTEBOOK, as_version=4)
-    source_nb = nbformat.read(SOURCE_NB, as_version=4)
-
-    full = nbgrader_tools.fill_solutions(release_nb, source_nb)
-    partial = copy_nb(release_nb)
-    for cell, filled in zip(partial.cells, full.cells):
-        gid = _nbgrader(cell).get("grade_id")
-        if gid in (TASKS["one_hot"], TASKS["lookup_as_matmul"]):
-            cell.source = filled.source
-        elif gid == TASKS["cosine_similarity_matrix"]:
-            cell.source = WRONG_COSINE.strip()
-    submissions = {
-        "full": full,
-        "blank": release_nb,
-        "partial": partial,
-        "cheat": _hard_coded_submission(release_nb, source_nb),
-    }
-    for student, nb in submissions.items():
-        _submit(course, student, nb)
-    _run_nbgrader(["autograde", ASSIGNMENT], course, {**env, "COURSE_GRADING_SEED": str(SEED_A)})
-    _submit(course, "full_b", full)
-    _run_nbgrader(["autograde", ASSIGNMENT, "--student", "full_b"], course, {**env, "COURSE_GRADING_SEED": str(SEED_B)})
-
-    repo_db_after = repo_db.stat().st_mtime_ns if repo_db.exists() else None
-    assert repo_db_after == repo_db_before, "the repository's gradebook.db was written by the test"
-    return course, source_nb, release_nb
-
-
-def _scores(course: Path, student: str) -> tuple[float, float, dict[str, float]]:
-    """(total score, max score, {grade_id: score}) of one student's submission, from the gradebook."""
-    from nbgrader.api import Gradebook
-    from traitlets.config.loader import PyFileConfigLoader
-
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id=config.CourseDirectory.course_id) as gb:
-        nb = gb.find_submission_notebook(Path(NOTEBOOK).stem, ASSIGNMENT, student)
-        per_grade = {g.name: float(g.score) for g in nb.grades}
-        sub = gb.find_submission(ASSIGNMENT, student)
-        return float(sub.score), float(sub.max_score), per_grade
+def _scores(course, student: str):
+    return rt.scores(course, ASSIGNMENT, student)
 
 
 # ---- the tests ----------------------------------------------------------------------------
@@ -268,24 +147,13 @@ def _scores(course: Path, student: str) -> tuple[float, float, dict[str, float]]
 
 def test_release_in_a_course_with_a_gradebook_equals_the_committed_release(graded):
     _, _, release_nb = graded
-    committed = json.loads(RELEASE_NB.read_text(encoding="utf-8"))
-    assert json.loads(nbformat.writes(release_nb)) == committed, "run `make exercises`"
+    rt.check_release_equals_committed(release_nb, ASSIGNMENT)
 
 
 def test_source_notebook_is_well_formed(graded):
     _, source_nb, _ = graded
-    points = _grade_points(source_nb)
+    points = rt.check_source_well_formed(source_nb, TASKS)
     assert 10 <= sum(points.values()) <= 15
-    solution_ids = [_nbgrader(c)["grade_id"] for c in source_nb.cells if _nbgrader(c).get("solution")]
-    assert solution_ids == list(TASKS.values())
-    for solution_id in TASKS.values():
-        gids = [g for g in points if g.startswith(solution_id + "_")]
-        assert sorted(gids) == [f"{solution_id}_hidden_tests", f"{solution_id}_visible_tests"]
-    for cell in source_nb.cells:
-        if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None, "solutions/ notebooks are committed without outputs"
-        if _is_hidden(cell):
-            assert "grading.rng(" in cell.source, "hidden tests must draw their inputs from the grading seed"
 
 
 def test_full_solution_scores_full_marks(graded):
@@ -305,20 +173,19 @@ def test_unmodified_release_scores_zero(graded):
 def test_partly_wrong_submission_gets_exactly_the_points_of_its_correct_tasks(graded):
     course, source_nb, _ = graded
     score, max_score, per_grade = _scores(course, "partial")
-    expected = _task_points(source_nb, TASKS["one_hot"]) + _task_points(source_nb, TASKS["lookup_as_matmul"])
+    expected = rt.task_points(source_nb, TASKS["one_hot"]) + rt.task_points(source_nb, TASKS["lookup_as_matmul"])
     assert 0 < score < max_score
     assert score == expected, per_grade
-    cosine = TASKS["cosine_similarity_matrix"]
-    assert per_grade[f"{cosine}_visible_tests"] == 0 and per_grade[f"{cosine}_hidden_tests"] == 0, per_grade
+    rt.check_task_scored_zero(per_grade, TASKS["cosine_similarity_matrix"])
 
 
 def test_hard_coded_visible_answers_earn_only_the_visible_points(graded):
     course, source_nb, _ = graded
     score, _, per_grade = _scores(course, "cheat")
     for gid, got in per_grade.items():
-        want = 0.0 if gid.endswith("_hidden_tests") else _grade_points(source_nb)[gid]
+        want = 0.0 if gid.endswith("_hidden_tests") else rt.grade_points(source_nb)[gid]
         assert got == want, (gid, per_grade)
-    assert score == _visible_points(source_nb)
+    assert score == rt.visible_points(source_nb)
 
 
 def test_correct_submission_gets_full_marks_under_another_seed(graded):
@@ -332,11 +199,4 @@ def test_hidden_inputs_come_from_the_grading_seed(graded):
     tests ask the same ones, and none of the hidden questions is a visible one."""
     _, source_nb, _ = graded
     runs = {seed: _record(source_nb, seed) for seed in (SEED_A, SEED_B)}
-    for name in TASKS:
-        hidden = {seed: {key for kind, fn, key, _ in log if kind == "hidden" and fn == name} for seed, log in runs.items()}
-        visible = {seed: {key for kind, fn, key, _ in log if kind == "visible" and fn == name} for seed, log in runs.items()}
-        assert hidden[SEED_A] and hidden[SEED_B], f"the hidden tests never call {name}"
-        shared = hidden[SEED_A] & hidden[SEED_B]
-        assert len(shared) <= len(hidden[SEED_A]) // 4, f"{name}: {len(shared)} hidden inputs do not depend on the seed"
-        assert visible[SEED_A] == visible[SEED_B]
-        assert visible[SEED_A].isdisjoint(hidden[SEED_A]), f"{name}: a hidden test repeats a visible input"
+    rt.check_hidden_inputs_depend_on_seed(runs, TASKS, SEED_A, SEED_B)
