@@ -337,6 +337,10 @@ def _build_root(spec: JailSpec, root: str) -> None:
     uid = spec.uid
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,nr_inodes=4000,mode=0755")
+    # The scratch file systems first: a read-only bind below (a virtualenv or checkout under
+    # /tmp, say) must land on top of them, not be hidden by a tmpfs mounted afterwards.
+    _tmpfs(root + "/tmp", spec.tmp_mb, uid, mode="1777")
+    _tmpfs(root + JAIL_HOME, spec.work_mb, uid, mode="0700")
     # The system, with /usr-merge symlinks recreated.
     _bind("/usr", "/usr", root)
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -369,8 +373,6 @@ def _build_root(spec: JailSpec, root: str) -> None:
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
     _tmpfs(root + "/dev/shm", spec.tmp_mb, uid, mode="1777")
-    _tmpfs(root + "/tmp", spec.tmp_mb, uid, mode="1777")
-    _tmpfs(root + JAIL_HOME, spec.work_mb, uid, mode="0700")
     if spec.stage_dir:
         _copy_stage(spec.stage_dir, root + JAIL_HOME, uid)
     # Switch to it and forget the old root.
