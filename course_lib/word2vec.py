@@ -90,6 +90,7 @@ __all__ = [
     "make_alias_table",
     "negative_sampling_step",
     "noise_distribution",
+    "pad_huffman",
     "reduced_windows",
     "sample_negatives",
     "subsample",
@@ -338,7 +339,7 @@ def build_huffman_tree(counts: Sequence[int] | np.ndarray) -> tuple[list[list[in
     return codes, points
 
 
-def _pad_huffman(codes: list[list[int]], points: list[list[int]], device) -> tuple[torch.Tensor, ...]:
+def pad_huffman(codes: list[list[int]], points: list[list[int]], device) -> tuple[torch.Tensor, ...]:
     """Pad codes and points into (V, L) tensors plus the (V,) code lengths."""
     V = len(codes)
     L = max(1, max((len(c) for c in codes), default=1))
@@ -846,7 +847,7 @@ class Word2Vec:
         tables = _Tables(
             keep_prob=torch.from_numpy(keep_probability(counts, c.sample)).float().to(device),
             noise=_to(make_alias_table(noise_distribution(counts, c.ns_exponent)), device) if c.negative else None,
-            huffman=_pad_huffman(*build_huffman_tree(counts), device) if c.hs else None,
+            huffman=pad_huffman(*build_huffman_tree(counts), device) if c.hs else None,
         )
         use_kernel = self._use_kernel()
         batch_size = c.batch_size or DEFAULT_BATCH_SIZE["triton" if use_kernel else "torch"]

@@ -105,7 +105,30 @@ def partial_submission(release_nb, full, right_ids: Iterable[str], wrong_id: str
     return partial
 
 
-def graded_fixture(
+def copy_course(course: Path, release: bool = False) -> None:
+    """A temporary course: solutions/ (and the committed exercises/) plus nbgrader_config.py,
+    whose root is wherever the file lies."""
+    shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    if release:
+        shutil.copytree(ROOT / "exercises", course / "exercises")
+    shutil.copy2(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
+
+
+def grading_env(course: Path | None = None) -> dict[str, str]:
+    """The environment of a grading run: no grading seed of the caller's, no Triton interpreter
+    (CPU tensors take the plain PyTorch path, as on a grading server) and, given a course, no
+    personal Jupyter configuration."""
+    env = dict(os.environ)
+    env.pop("COURSE_GRADING_SEED", None)
+    env.pop("TRITON_INTERPRET", None)
+    if course is not None:
+        env["JUPYTER_CONFIG_DIR"] = str(course / ".jupyter")
+        env["JUPYTER_RUNTIME_DIR"] = str(course / ".runtime")
+    return env
+
+
+def run_course(
+    course: Path,
     assignment: str,
     *,
     right_ids: Iterable[str],
@@ -114,46 +137,45 @@ def graded_fixture(
     seed_a: int,
     seed_b: int,
     extra_submissions: Callable[[nbformat.NotebookNode, nbformat.NotebookNode], dict] | None = None,
-):
-    """A module-scoped fixture that runs nbgrader once for every submission and returns
+) -> tuple[Path, nbformat.NotebookNode, nbformat.NotebookNode]:
+    """Run nbgrader once for every submission in a fresh course under ``course``; returns
     ``(course dir, source notebook, release notebook)``. ``extra_submissions(release_nb,
     source_nb)`` returns further {student: notebook} graded under ``seed_a``."""
-    right_ids = tuple(right_ids)
+    copy_course(course)
+    env = grading_env(course)
+    repo_db = ROOT / "gradebook.db"
+    repo_db_before = repo_db.stat().st_mtime_ns if repo_db.exists() else None
+
+    # With the gradebook this time: autograde restores the test cells from it.
+    run_nbgrader(["generate_assignment", assignment, "--force"], course, env)
+    release_nb = nbformat.read(course / "exercises" / assignment / notebook_name(assignment), as_version=4)
+    source_nb = nbformat.read(source_nb_path(assignment), as_version=4)
+
+    full = nbgrader_tools.fill_solutions(release_nb, source_nb)
+    submissions = {
+        "full": full,
+        "blank": release_nb,
+        "partial": partial_submission(release_nb, full, right_ids, wrong_id, wrong_source),
+    }
+    if extra_submissions is not None:
+        submissions.update(extra_submissions(release_nb, source_nb))
+    for student, nb in submissions.items():
+        submit(course, assignment, student, nb)
+    run_nbgrader(["autograde", assignment], course, {**env, "COURSE_GRADING_SEED": str(seed_a)})
+    submit(course, assignment, "full_b", full)
+    run_nbgrader(["autograde", assignment, "--student", "full_b"], course, {**env, "COURSE_GRADING_SEED": str(seed_b)})
+
+    repo_db_after = repo_db.stat().st_mtime_ns if repo_db.exists() else None
+    assert repo_db_after == repo_db_before, "the repository's gradebook.db was written by the test"
+    return course, source_nb, release_nb
+
+
+def graded_fixture(assignment: str, **options):
+    """A module-scoped fixture around :func:`run_course`."""
 
     @pytest.fixture(scope="module")
     def graded(tmp_path_factory):
-        course = tmp_path_factory.mktemp("course")
-        shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        shutil.copy2(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")  # its root is its own directory
-        env = dict(os.environ)
-        env.pop("COURSE_GRADING_SEED", None)
-        env["JUPYTER_CONFIG_DIR"] = str(course / ".jupyter")  # no personal nbgrader/jupyter config leaks in
-        env["JUPYTER_RUNTIME_DIR"] = str(course / ".runtime")
-        repo_db = ROOT / "gradebook.db"
-        repo_db_before = repo_db.stat().st_mtime_ns if repo_db.exists() else None
-
-        # With the gradebook this time: autograde restores the test cells from it.
-        run_nbgrader(["generate_assignment", assignment, "--force"], course, env)
-        release_nb = nbformat.read(course / "exercises" / assignment / notebook_name(assignment), as_version=4)
-        source_nb = nbformat.read(source_nb_path(assignment), as_version=4)
-
-        full = nbgrader_tools.fill_solutions(release_nb, source_nb)
-        submissions = {
-            "full": full,
-            "blank": release_nb,
-            "partial": partial_submission(release_nb, full, right_ids, wrong_id, wrong_source),
-        }
-        if extra_submissions is not None:
-            submissions.update(extra_submissions(release_nb, source_nb))
-        for student, nb in submissions.items():
-            submit(course, assignment, student, nb)
-        run_nbgrader(["autograde", assignment], course, {**env, "COURSE_GRADING_SEED": str(seed_a)})
-        submit(course, assignment, "full_b", full)
-        run_nbgrader(["autograde", assignment, "--student", "full_b"], course, {**env, "COURSE_GRADING_SEED": str(seed_b)})
-
-        repo_db_after = repo_db.stat().st_mtime_ns if repo_db.exists() else None
-        assert repo_db_after == repo_db_before, "the repository's gradebook.db was written by the test"
-        return course, source_nb, release_nb
+        return run_course(tmp_path_factory.mktemp("course"), assignment, **options)
 
     return graded
 

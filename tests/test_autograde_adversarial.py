@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -38,6 +37,7 @@ import nbformat
 import pytest
 
 from course_lib import nbgrader_tools
+from tests import nbgrader_roundtrip as rt
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 424242
@@ -409,10 +409,7 @@ def _grader(course: Path, *extra: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("COURSE_GRADING_SEED", None)
-    env.pop("TRITON_INTERPRET", None)  # CPU tensors take the plain PyTorch path, as on a grading server
-    return env
+    return rt.grading_env()
 
 
 def _ledger(course: Path) -> dict[str, tuple]:
@@ -447,9 +444,7 @@ def graded(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the grading sandbox needs root (CI runs as root)")
     course = tmp_path_factory.mktemp("course")
-    shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-    shutil.copytree(ROOT / "exercises", course / "exercises")
-    shutil.copy2(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
+    rt.copy_course(course, release=True)
     listener = _Listener()
     try:
         expected = build_class(ROOT, listener.port, course, SEED)

@@ -40,9 +40,9 @@ def _source_notebook(assignment: str):
 
 @pytest.mark.parametrize("assignment", nbgrader_tools.list_assignments(ROOT / "solutions"))
 def test_every_assignment_has_a_spec(assignment):
-    if assignment not in ASSIGNMENTS:  # reported by -ra; the grader refuses such an assignment
-        pytest.skip(f"solutions/{assignment}/{SPEC_FILENAME} is missing: `python -m course_lib.autograde "
-                    f"{assignment}` cannot grade it until it is written")
+    # Without one the sandboxed grader refuses the assignment: a chapter's exercise is not done.
+    assert assignment in ASSIGNMENTS, (f"solutions/{assignment}/{SPEC_FILENAME} is missing: `python -m "
+                                       f"course_lib.autograde {assignment}` cannot grade it until it is written")
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -62,8 +62,8 @@ def _run_source(nb, record: set[str]):
 
     def wrap(name, fn):
         def recorded(*args, **kwargs):
-            if depth[0] == 0 and current[0] is not None:
-                calls.setdefault(current[0], []).append((name, args, kwargs))
+            if depth[0] == 0 and current[0] is not None:  # as asked: before the call consumes a generator
+                calls.setdefault(current[0], []).append((name, check._clone(args), check._clone(kwargs)))
             depth[0] += 1
             try:
                 return fn(*args, **kwargs)
@@ -88,8 +88,14 @@ def _run_source(nb, record: set[str]):
 
 
 def _same(a, b) -> bool:
+    """The same question: identical arguments, except that floating-point tensors may differ by
+    rounding (a chained test feeds the solution's own outputs back; the spec, a reference's)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b))
+        if not (type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape):
+            return False
+        return torch.allclose(a, b, rtol=1e-5, atol=1e-6) if a.is_floating_point() else torch.equal(a, b)
+    if isinstance(a, torch.Generator) or isinstance(b, torch.Generator):
+        return type(a) is type(b) and torch.equal(a.get_state(), b.get_state())
     if isinstance(a, (tuple, list)):
         return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict):
@@ -125,7 +131,7 @@ def test_the_solution_passes_every_check(assignment, seed, tmp_path):
                     ns[c.function](*c_case.args, **c_case.kwargs)
                 assert type(err.value).__name__ == want or want in [k.__name__ for k in type(err.value).__mro__], label
             else:
-                check._compare(ns[c.function](*c_case.args, **c_case.kwargs), want, label, c)
+                check.compare_result(ns[c.function](*c_case.args, **c_case.kwargs), want, label, c)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

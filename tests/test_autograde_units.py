@@ -17,7 +17,7 @@ from course_lib import nbgrader_tools
 from course_lib.autograde import check, jail, wire
 from course_lib.autograde.extract import extract_definitions
 from course_lib.autograde.notebook import SubmissionError, intake
-from course_lib.autograde.spec import AssignmentSpec, Check, case, check_generator
+from course_lib.autograde.spec import AssignmentSpec, Check, case, check_generator, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "ch01_embeddings"
@@ -150,6 +150,21 @@ def test_wire_round_trip_and_refusals():
             wire.decode(bad, {})
 
 
+def test_wire_carries_sets_and_generators_exactly():
+    g = torch.Generator().manual_seed(11)
+    torch.rand(5, generator=g)  # a generator part-way through its stream
+    tensors: dict = {}
+    data = json.loads(json.dumps(wire.encode((g, {"##a", "b"}, frozenset({3, 1})), tensors, "p")))
+    back_g, words, ids = wire.decode(data, tensors)
+    assert words == {"##a", "b"} and ids == {1, 3}
+    assert torch.equal(torch.rand(4, generator=back_g), torch.rand(4, generator=g))  # the same draws follow
+    with pytest.raises(TypeError):
+        wire.encode({(1, 2)}, {}, "p")  # only sets of plain values
+    for bad in ({"$set": [[1]]}, {"$set": "ab"}, {"$generator": {"$tensor": "s"}}):
+        with pytest.raises(ValueError):
+            wire.decode(bad, {"s": torch.zeros(3, dtype=torch.uint8)})
+
+
 def test_safe_read_refuses_links_and_oversized(tmp_path):
     (tmp_path / "target").write_text("secret")
     (tmp_path / "link").symlink_to(tmp_path / "target")
@@ -193,6 +208,57 @@ def test_judge_validates_type_dtype_shape_and_finiteness(tmp_path):
     assert raised.passed
     assert "returned normally" in _judge(("raises", "IndexError"), {"status": "returned", "value": None},
                                          tmp_path=tmp_path).reason
+
+
+def test_ints_compare_exactly_and_tolerances_go_by_dtype():
+    c = Check("cell", "f", 1, reference=None, cases=[])
+    check.compare_result(109_482_240, 109_482_240, "count", c)
+    for wrong in (109_482_241, 109_482_240.0, True):
+        with pytest.raises(check.Mismatch):
+            check.compare_result(wrong, 109_482_240, "count", c)  # no tolerance, no float, no bool
+    loose = Check("cell", "f", 1, reference=None, cases=[], tolerances={torch.float32: (1e-3, 0.0)})
+    got, want = torch.tensor([1.0005]), torch.tensor([1.0])
+    check.compare_result(got, want, "x", loose)
+    with pytest.raises(check.Mismatch):
+        check.compare_result(got, want, "x", c)  # the default float32 tolerance is tighter
+    with pytest.raises(check.Mismatch):
+        check.compare_result(got.double(), want.double(), "x", loose)  # float64 keeps its default
+
+
+def _prefix_free(got, want):
+    from course_lib.grading import GradingError
+
+    if type(got) is not list or len(got) != want:
+        raise GradingError(f"expected {want} codes")
+    codes = ["".join(map(str, c)) for c in got]
+    if any(a != b and b.startswith(a) for a in codes for b in codes):
+        raise GradingError("not prefix-free")
+
+
+def test_a_custom_compare_survives_the_trip_to_the_workers(tmp_path):
+    spec_file = tmp_path / "solutions" / "a1" / "grading_spec.py"
+    spec_file.parent.mkdir(parents=True)
+    spec_file.write_text(
+        "from course_lib.autograde.spec import AssignmentSpec, Check, case\n"
+        "from tests.test_autograde_units import _prefix_free\n"
+        "SPEC = AssignmentSpec('a1.ipynb', [Check('c1', 'codes', 1, lambda n: n, [case(3)], compare=_prefix_free)])\n")
+    spec = load_spec(spec_file, "a1")
+    prepared = check.prepare(spec, 0, tmp_path / "job")
+    check.save_prepared(prepared, tmp_path / "expected")
+    loaded = check.load_prepared(tmp_path / "expected")
+    (c,) = loaded.spec.checks
+    assert c.compare is _prefix_free or c.compare.__name__ == "_prefix_free"
+    check.compare_result([[0], [1, 0], [1, 1]], 3, "codes", c)
+    with pytest.raises(check.Mismatch, match="not prefix-free"):
+        check.compare_result([[0], [0, 1], [1]], 3, "codes", c)
+    with pytest.raises(check.Mismatch):
+        check.compare_result({"not": "a list"}, 3, "codes", c)
+    spec_file.write_text(spec_file.read_text() + "# edited mid-batch\n")
+    with pytest.raises(RuntimeError, match="changed"):
+        check.load_prepared(tmp_path / "expected")
+    spec.source_path = ""
+    with pytest.raises(ValueError, match="load_spec"):
+        check.save_prepared(prepared, tmp_path / "expected2")
 
 
 # ---- extraction ---------------------------------------------------------------------------

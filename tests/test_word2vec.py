@@ -224,9 +224,9 @@ def test_hierarchical_softmax_is_a_normalised_distribution():
     """P(w | h) = Π σ(±syn1[node]·h) along w's path sums to 1 over the vocabulary."""
     counts = np.array([50, 20, 20, 9, 5, 3, 1])
     V = len(counts)
-    from course_lib.word2vec import _pad_huffman
+    from course_lib.word2vec import pad_huffman
 
-    codes, points, lengths = _pad_huffman(*build_huffman_tree(counts), "cpu")
+    codes, points, lengths = pad_huffman(*build_huffman_tree(counts), "cpu")
     g = torch.Generator().manual_seed(0)
     syn1 = torch.randn(V - 1, 4, generator=g)
     h = torch.randn(1, 4, generator=g).repeat(V, 1)

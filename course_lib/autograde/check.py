@@ -16,6 +16,7 @@ kind of mismatch, never the inputs or the values.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ from safetensors.torch import save as st_save
 from course_lib import grading
 
 from . import jail, wire
-from .spec import AssignmentSpec, Check
+from .spec import AssignmentSpec, Check, load_spec
 
 HERE = Path(__file__).resolve().parent
 PROGRESS_MAX_BYTES = 16 * 1024 * 1024
@@ -78,6 +79,12 @@ def _clone(v: Any) -> Any:
         return [_clone(x) for x in v]
     if isinstance(v, dict):
         return {k: _clone(x) for k, x in v.items()}
+    if isinstance(v, (set, frozenset)):
+        return set(v)
+    if isinstance(v, torch.Generator):
+        copy = torch.Generator(device=v.device)
+        copy.set_state(v.get_state())
+        return copy
     return v
 
 
@@ -123,12 +130,20 @@ def save_prepared(prepared: Prepared, directory: str | os.PathLike) -> None:
     outcomes = [[[kind, wire.encode(v, tensors, f"e{k}.{i}") if kind == "value" else v]
                  for i, (kind, v) in enumerate(per_check)] for k, per_check in enumerate(prepared.expected)]
     spec = prepared.spec
+    custom = [c.cell for c in spec.checks if c.compare is not None]
+    if custom and not spec.source_path:
+        raise ValueError(f"checks {custom} have their own compare functions, which the workers reload from the "
+                         "spec file: load the spec with load_spec()")
     meta = {
         "assignment": spec.assignment, "notebook": spec.notebook, "preamble": spec.preamble,
         "course_lib_visible": spec.course_lib_visible, "unchecked_cells": list(spec.unchecked_cells),
         "job_dir": str(prepared.job_dir), "outcomes": outcomes,
+        "spec_file": spec.source_path if custom else "",
+        "spec_sha256": _sha256(spec.source_path) if custom else "",
         "checks": [{"cell": c.cell, "function": c.function, "points": c.points, "hidden": c.hidden,
-                    "rtol": c.rtol, "atol": c.atol, "time_limit_s": c.time_limit_s} for c in spec.checks],
+                    "rtol": c.rtol, "atol": c.atol, "time_limit_s": c.time_limit_s,
+                    "tolerances": _tolerances_to_json(c.tolerances), "custom_compare": c.compare is not None}
+                   for c in spec.checks],
     }
     (directory / "expected.safetensors").write_bytes(st_save(tensors) if tensors else st_save({"_": torch.zeros(0)}))
     (directory / "expected.json").write_text(json.dumps(meta), encoding="utf-8")
@@ -139,13 +154,40 @@ def load_prepared(directory: str | os.PathLike) -> Prepared:
     meta = json.loads((directory / "expected.json").read_text(encoding="utf-8"))
     tensors = st_load((directory / "expected.safetensors").read_bytes())
     checks = [Check(c["cell"], c["function"], c["points"], reference=None, cases=[], hidden=c["hidden"],
-                    rtol=c["rtol"], atol=c["atol"], time_limit_s=c["time_limit_s"]) for c in meta["checks"]]
+                    rtol=c["rtol"], atol=c["atol"], time_limit_s=c["time_limit_s"],
+                    tolerances=_tolerances_from_json(c.get("tolerances"))) for c in meta["checks"]]
+    if any(c.get("custom_compare") for c in meta["checks"]):
+        # The compare functions are code: reload them from the instructor's spec file, the very
+        # file the references were computed from.
+        if _sha256(meta["spec_file"]) != meta["spec_sha256"]:
+            raise RuntimeError(f"{meta['spec_file']} changed while the batch was running: grade again")
+        source = load_spec(meta["spec_file"], meta["assignment"])
+        for c, saved in zip(checks, meta["checks"]):
+            if saved.get("custom_compare"):
+                (original,) = source.check_for(c.cell)
+                c.compare = original.compare
     spec = AssignmentSpec(notebook=meta["notebook"], checks=checks, preamble=meta["preamble"],
                           course_lib_visible=meta["course_lib_visible"],
                           unchecked_cells=tuple(meta["unchecked_cells"]), assignment=meta["assignment"])
     expected = [[(kind, wire.decode(v, tensors) if kind == "value" else v) for kind, v in per_check]
                 for per_check in meta["outcomes"]]
     return Prepared(spec, Path(meta["job_dir"]), expected)
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _tolerances_to_json(tolerances: dict | None) -> dict | None:
+    if tolerances is None:
+        return None
+    return {str(dtype).removeprefix("torch."): [float(r), float(a)] for dtype, (r, a) in tolerances.items()}
+
+
+def _tolerances_from_json(data: dict | None) -> dict | None:
+    if data is None:
+        return None
+    return {getattr(torch, name): (r, a) for name, (r, a) in data.items()}
 
 
 # ---- comparing ----------------------------------------------------------------------------
@@ -155,6 +197,23 @@ class Mismatch(Exception):
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
         self.kind, self.detail = kind, detail
+
+
+def compare_result(got: Any, expected: Any, label: str, check: Check) -> None:
+    """Raise :class:`Mismatch` unless ``got`` (the student's result, as plain data) answers like
+    ``expected`` (the reference's): the check's own ``compare`` where it has one, else
+    :func:`_compare`."""
+    if check.compare is None:
+        _compare(got, expected, label, check)
+        return
+    if isinstance(got, dict) and set(got) == {"$unsendable"}:
+        raise Mismatch("type", f"{label}: returned a {got['$unsendable']}")
+    try:
+        check.compare(got, expected)
+    except grading.GradingError as err:
+        raise Mismatch("values", f"{label}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a compare tripping over a malformed answer: the answer is wrong
+        raise Mismatch("type", f"{label}: the result could not be checked ({type(err).__name__}: {str(err)[:200]})") from None
 
 
 def _compare(got: Any, expected: Any, label: str, check: Check) -> None:
@@ -167,8 +226,9 @@ def _compare(got: Any, expected: Any, label: str, check: Check) -> None:
             raise Mismatch("dtype", f"{label}: wrong dtype: expected {expected.dtype}, got {got.dtype}")
         if got.is_floating_point() and bool((~torch.isfinite(got) & torch.isfinite(expected)).any()):
             raise Mismatch("nonfinite", f"{label}: non-finite values (nan or inf) where finite ones were expected")
+        rtol, atol = (check.tolerances or {}).get(expected.dtype, (check.rtol, check.atol))
         try:
-            grading.check_tensor(got, expected, label, rtol=check.rtol, atol=check.atol)
+            grading.check_tensor(got, expected, label, rtol=rtol, atol=atol)
         except grading.GradingError as err:
             raise Mismatch("values", str(err)) from None
         return
@@ -186,7 +246,13 @@ def _compare(got: Any, expected: Any, label: str, check: Check) -> None:
         for j, (g, e) in enumerate(zip(got, expected)):
             _compare(g, e, f"{label}, item {j}", check)
         return
-    if isinstance(expected, bool) or expected is None or isinstance(expected, str):
+    if isinstance(expected, dict):
+        if type(got) is not dict or set(got) != set(expected):
+            raise Mismatch("structure", f"{label}: expected a dict with keys {sorted(expected)}")
+        for key in expected:
+            _compare(got[key], expected[key], f"{label}[{key!r}]", check)
+        return
+    if isinstance(expected, (bool, int, set)) or expected is None or isinstance(expected, str):
         if type(got) is not type(expected) or got != expected:
             raise Mismatch("values", f"{label}: expected {expected!r}, got {got!r}")
         return
@@ -506,7 +572,7 @@ def _judge(check: Check, expected: list[tuple[str, Any]], cases: dict[int, dict]
         except (ValueError, RecursionError):
             return _fail(check, f"{where}: the result could not be read back")
         try:
-            _compare(got, want, where, check)
+            compare_result(got, want, where, check)
         except Mismatch as m:
             return _fail(check, f"{where}: {HIDDEN_WORDING.get(m.kind, 'wrong result')}" if check.hidden else m.detail)
     return CheckResult(check.cell, check.function, check.points, check.hidden, True, "passed")

@@ -22,7 +22,12 @@ The spec is loaded and run by the grader, outside the sandbox: the reference res
 enter it. Cases of a ``hidden`` check come from a function of a ``torch.Generator`` seeded from
 the instructor's grading seed, and feedback never shows their inputs or values. A case whose
 reference raises (an out-of-vocabulary id, say) expects the student's function to raise an
-exception of the same class.
+exception of the same class. A case's arguments may be tensors, numbers, strings, ``None``,
+dtypes, tuples, lists, dicts, sets and ``torch.Generator``s (sent with their exact state).
+
+Results are compared with :mod:`course_lib.grading` (exact type, dtype, shape, finite, within
+tolerance; ``int`` results exactly), or by the check's own ``compare`` where several answers are
+right (any optimal Huffman code, a tie between neighbours).
 
 Values that cross into the sandbox and back are plain data: tensors in a safetensors file,
 everything else JSON (``course_lib.autograde.wire``); nothing is pickled.
@@ -67,6 +72,13 @@ class Check:
     hidden: bool = False  # inputs drawn from the grading seed; never shown in feedback
     rtol: float | None = None  # None: course_lib.grading's per-dtype defaults
     atol: float | None = None
+    # Per-dtype (rtol, atol) for tensor results, e.g. {torch.float32: (1e-4, 1e-5)}; wins over rtol/atol.
+    tolerances: dict[torch.dtype, tuple[float, float]] | None = None
+    # compare(got, want) replaces the default comparison where an answer is not unique (a Huffman
+    # code, a tie): ``want`` is what ``reference`` returned, ``got`` the student's result as plain
+    # data (check its types). Raises course_lib.grading.GradingError when ``got`` is wrong. Runs
+    # outside the sandbox; must be a module-level function of the spec file (workers reload it).
+    compare: Callable[[Any, Any], None] | None = None
     time_limit_s: float | None = None  # wall clock for all cases of this check (None: the grader's default)
 
     def make_cases(self, seed: int, assignment: str) -> list[Case]:
@@ -88,6 +100,7 @@ class AssignmentSpec:
     # so that forgetting a check for a new test cell is an error, not a free point.
     unchecked_cells: tuple[str, ...] = ()
     assignment: str = ""  # filled in by load_spec from the folder name
+    source_path: str = ""  # filled in by load_spec: where the grader's workers reload ``compare`` functions
 
     def check_for(self, cell: str) -> list[Check]:
         return [c for c in self.checks if c.cell == cell]
@@ -146,4 +159,5 @@ def load_spec(path: str | Path, assignment: str = "") -> AssignmentSpec:
     if not isinstance(spec, AssignmentSpec):
         raise TypeError(f"{path} must define SPEC = AssignmentSpec(...)")
     spec.assignment = assignment or path.parent.name
+    spec.source_path = str(path.resolve())
     return spec

@@ -4,7 +4,8 @@ Used on both sides: by the grader, and by the runner inside the sandbox, which g
 this file (so it imports only the standard library and torch, never ``course_lib``). Nothing is
 pickled. :func:`decode` accepts only what :func:`encode` writes and raises ``ValueError`` on
 anything else; the only objects it builds are tensors (from safetensors), dtypes, tuples,
-lists, dicts, numbers, strings, booleans and ``None``.
+lists, dicts, sets (of numbers and strings), numbers, strings, booleans, ``None`` and
+``torch.Generator``s (a CPU generator travels as its exact state, a uint8 tensor).
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ def encode(value: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
         return {"$tuple": [encode(v, tensors, prefix) for v in value]}
     if type(value) is list:
         return [encode(v, tensors, prefix) for v in value]
+    if type(value) in (set, frozenset):
+        items = list(value)
+        if not all(type(v) in (int, str, bool) for v in items):
+            raise TypeError("only sets of ints and strings can cross the sandbox boundary")
+        return {"$set": sorted(items, key=lambda v: (type(v).__name__, v))}
+    if type(value) is torch.Generator:
+        if value.device.type != "cpu":
+            raise TypeError("only CPU generators can cross the sandbox boundary")
+        return {"$generator": encode(value.get_state(), tensors, prefix)}
     if type(value) is dict and all(type(k) is str and not k.startswith("$") for k in value):
         return {k: encode(v, tensors, prefix) for k, v in value.items()}
     if type(value) is float:
@@ -56,6 +66,21 @@ def decode(data: Any, tensors: dict[str, torch.Tensor]) -> Any:
             if type(data["$tuple"]) is not list:
                 raise ValueError("malformed tuple")
             return tuple(decode(v, tensors) for v in data["$tuple"])
+        if set(data) == {"$set"}:
+            items = data["$set"]
+            if type(items) is not list or not all(type(v) in (int, str, bool) for v in items):
+                raise ValueError("malformed set")
+            return set(items)
+        if set(data) == {"$generator"}:
+            state = decode(data["$generator"], tensors)
+            if type(state) is not torch.Tensor or state.dtype != torch.uint8 or state.dim() != 1:
+                raise ValueError("malformed generator state")
+            generator = torch.Generator()
+            try:
+                generator.set_state(state.clone())
+            except RuntimeError as err:
+                raise ValueError(f"malformed generator state: {err}") from None
+            return generator
         if set(data) == {"$float"}:
             if data["$float"] not in ("inf", "-inf", "nan"):
                 raise ValueError("malformed float")
