@@ -114,6 +114,15 @@ def copy_course(course: Path, release: bool = False) -> None:
     shutil.copy2(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
 
 
+def sandbox_course(tmp_path_factory) -> Path:
+    """A temporary course with the committed release, for the sandboxed grader (which needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("the grading sandbox needs root (CI runs as root)")
+    course = tmp_path_factory.mktemp("course")
+    copy_course(course, release=True)
+    return course
+
+
 def grading_env(course: Path | None = None) -> dict[str, str]:
     """The environment of a grading run: no grading seed of the caller's, no Triton interpreter
     (CPU tensors take the plain PyTorch path, as on a grading server) and, given a course, no

@@ -127,6 +127,18 @@ class AssignmentSpec:
                              + "\n  ".join(problems))
 
 
+def task_checks(task: str, function: str, reference: Callable[..., Any], visible: Sequence[Case],
+                hidden: Callable[[torch.Generator], Sequence[Case]], points: tuple[float, float],
+                hidden_options: dict | None = None, **options: Any) -> list[Check]:
+    """The two checks of one task, as the course's notebooks lay a task out: the test cells
+    ``<task>_visible_tests`` (the visible cases) and ``<task>_hidden_tests`` (cases drawn by
+    ``hidden`` from the seed), worth ``points = (visible, hidden)``. ``options`` (``compare``,
+    ``tolerances``, ...) go to both checks; ``hidden_options``, when given, to the hidden one."""
+    return [Check(f"{task}_visible_tests", function, points[0], reference, visible, **options),
+            Check(f"{task}_hidden_tests", function, points[1], reference, hidden, hidden=True,
+                  **(options if hidden_options is None else hidden_options))]
+
+
 def check_generator(seed: int, assignment: str, cell: str) -> torch.Generator:
     """The generator of one hidden check: a hash of the secret seed, the assignment and the
     cell, so that checks draw independent inputs and nothing else shares them."""

@@ -123,6 +123,25 @@ def _flash_forward_kernel(
 
 
 @triton.jit
+def _row_stats(lse_ptr, delta_ptr, bh, TQ, rows):
+    # Rows past Tq read L = +inf, so their P is exp(-inf) = 0 and they add nothing.
+    lse = tl.load(lse_ptr + bh * TQ + rows, mask=rows < TQ, other=float("inf"))  # (BLOCK_M,)
+    delta = tl.load(delta_ptr + bh * TQ + rows, mask=rows < TQ, other=0.0)
+    return lse, delta
+
+
+@triton.jit
+def _probs_and_score_grads(q, k, v, do, lse, delta, valid, scale):
+    # The forward's softmax P, recomputed from L, and dS = P * (dO V^T - delta): the one
+    # piece both backward kernels need, each summing it along its own axis.
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (BLOCK_M, BLOCK_N)
+    s = tl.where(valid[None, :], s, float("-inf"))
+    p = tl.exp(s - lse[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
 def _flash_backward_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
     stride_qb, stride_qh, stride_qt,
@@ -150,15 +169,9 @@ def _flash_backward_dkdv_kernel(
         rows = start + tl.arange(0, BLOCK_M)  # query positions
         q = _load_tile(q_base, rows, dims, stride_qt, TQ, HS, UPCAST)  # (BLOCK_M, BLOCK_D)
         do = _load_tile(do_base, rows, dims, HS, TQ, HS, UPCAST)
-        # Rows past Tq read L = +inf, so their P is exp(-inf) = 0 and they add nothing.
-        lse = tl.load(lse_ptr + bh * TQ + rows, mask=rows < TQ, other=float("inf"))  # (BLOCK_M,)
-        delta = tl.load(delta_ptr + bh * TQ + rows, mask=rows < TQ, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # (BLOCK_M, BLOCK_N)
-        s = tl.where(valid[None, :], s, float("-inf"))
-        p = tl.exp(s - lse[:, None])  # the forward's softmax, recomputed from L
+        lse, delta = _row_stats(lse_ptr, delta_ptr, bh, TQ, rows)
+        p, ds = _probs_and_score_grads(q, k, v, do, lse, delta, valid, scale)
         dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision="ieee")
-        dp = tl.dot(do, tl.trans(v), input_precision="ieee")  # (BLOCK_M, BLOCK_N)
-        ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision="ieee")
     out_mask = (cols < TK)[:, None] & (dims < HS)[None, :]
     offsets = (bh * TK + cols)[:, None] * HS + dims[None, :]
@@ -183,8 +196,7 @@ def _flash_backward_dq_kernel(
     dims = tl.arange(0, BLOCK_D)
     q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, rows, dims, stride_qt, TQ, HS, UPCAST)
     do = _load_tile(do_ptr + bh * TQ * HS, rows, dims, HS, TQ, HS, UPCAST)
-    lse = tl.load(lse_ptr + bh * TQ + rows, mask=rows < TQ, other=float("inf"))
-    delta = tl.load(delta_ptr + bh * TQ + rows, mask=rows < TQ, other=0.0)
+    lse, delta = _row_stats(lse_ptr, delta_ptr, bh, TQ, rows)
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
 
@@ -193,11 +205,8 @@ def _flash_backward_dq_kernel(
         cols = start + tl.arange(0, BLOCK_N)
         k = _load_tile(k_base, cols, dims, stride_kt, TK, HS, UPCAST)
         v = _load_tile(v_base, cols, dims, stride_vt, TK, HS, UPCAST)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        s = tl.where(_key_valid(mask_ptr, b, cols, TK, HAS_MASK)[None, :], s, float("-inf"))
-        p = tl.exp(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        ds = p * (dp - delta[:, None])
+        valid = _key_valid(mask_ptr, b, cols, TK, HAS_MASK)
+        _, ds = _probs_and_score_grads(q, k, v, do, lse, delta, valid, scale)
         dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
     out_mask = (rows < TQ)[:, None] & (dims < HS)[None, :]
     tl.store(dq_ptr + (bh * TQ + rows)[:, None] * HS + dims[None, :], dq * scale, mask=out_mask)

@@ -178,17 +178,24 @@ class BertSelfAttention(nn.Module):
         return y.transpose(1, 2).reshape(B, T, H), probs  # heads side by side again: (B, T, H)
 
 
-class BertSelfOutput(nn.Module):
-    """Output projection of the attention, dropout, residual add and LayerNorm (post-LN)."""
+class ProjectAddNorm(nn.Module):
+    """How both sub-layers end (post-LN): project back to H, dropout, add the residual, LayerNorm."""
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, y, x):
         return self.LayerNorm(self.dropout(self.dense(y)), residual=x)  # LN(dropout(y W^T + b) + x): (B, T, H)
+
+
+class BertSelfOutput(ProjectAddNorm):
+    """Output projection of the attention H -> H, dropout, residual add and LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config, config.hidden_size)
 
 
 class BertAttention(nn.Module):
@@ -215,17 +222,11 @@ class BertIntermediate(nn.Module):
         return bias_gelu(F.linear(x, self.dense.weight), self.dense.bias, self.approximate)  # (B, T, 4H)
 
 
-class BertOutput(nn.Module):
+class BertOutput(ProjectAddNorm):
     """The feed-forward block's projection back 4H -> H, dropout, residual add, LayerNorm."""
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, h, x):
-        return self.LayerNorm(self.dropout(self.dense(h)), residual=x)  # (B, T, H)
+        super().__init__(config, config.intermediate_size)
 
 
 class BertLayer(nn.Module):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from course_lib import embeddings as ref
-from course_lib.autograde.spec import AssignmentSpec, Check, case
+from course_lib.autograde.spec import AssignmentSpec, case, task_checks
 
 
 def embedding_backward_reference(grad_out, ids, vocab_size, padding_idx=None):
@@ -179,26 +179,19 @@ def hidden_analogy(r: torch.Generator) -> list:
 
 # ---- the spec -----------------------------------------------------------------------------
 
-_TASKS = [
-    # (solution grade_id, function, reference, hidden generator, visible points, hidden points)
-    ("task1_one_hot", "one_hot", ref.one_hot, hidden_one_hot, 1, 1),
-    ("task2_lookup_as_matmul", "lookup_as_matmul", ref.lookup_as_matmul, hidden_lookup_as_matmul, 1, 1),
-    ("task3_cosine_similarity_matrix", "cosine_similarity_matrix", ref.cosine_similarity_matrix,
-     hidden_cosine_similarity_matrix, 1, 2),
-    ("task4_nearest_neighbours", "nearest_neighbours", ref.nearest_neighbours, hidden_nearest_neighbours, 1, 2),
-    ("task5_embedding_backward", "embedding_backward", embedding_backward_reference, hidden_embedding_backward, 1, 2),
-    ("task6_analogy", "analogy", analogy_reference, hidden_analogy, 1, 1),
-]
-
 SPEC = AssignmentSpec(
     notebook="ch01_embeddings.ipynb",
     preamble="import torch\nimport torch.nn.functional as F\n",
-    checks=[
-        check
-        for task, function, reference, hidden, visible_points, hidden_points in _TASKS
-        for check in (
-            Check(f"{task}_visible_tests", function, visible_points, reference, VISIBLE[function]),
-            Check(f"{task}_hidden_tests", function, hidden_points, reference, hidden, hidden=True),
-        )
+    checks=[  # (solution grade_id, function, reference, visible cases, hidden cases, (visible, hidden) points)
+        *task_checks("task1_one_hot", "one_hot", ref.one_hot, VISIBLE["one_hot"], hidden_one_hot, (1, 1)),
+        *task_checks("task2_lookup_as_matmul", "lookup_as_matmul", ref.lookup_as_matmul, VISIBLE["lookup_as_matmul"],
+                     hidden_lookup_as_matmul, (1, 1)),
+        *task_checks("task3_cosine_similarity_matrix", "cosine_similarity_matrix", ref.cosine_similarity_matrix,
+                     VISIBLE["cosine_similarity_matrix"], hidden_cosine_similarity_matrix, (1, 2)),
+        *task_checks("task4_nearest_neighbours", "nearest_neighbours", ref.nearest_neighbours,
+                     VISIBLE["nearest_neighbours"], hidden_nearest_neighbours, (1, 2)),
+        *task_checks("task5_embedding_backward", "embedding_backward", embedding_backward_reference,
+                     VISIBLE["embedding_backward"], hidden_embedding_backward, (1, 2)),
+        *task_checks("task6_analogy", "analogy", analogy_reference, VISIBLE["analogy"], hidden_analogy, (1, 1)),
     ],
 )

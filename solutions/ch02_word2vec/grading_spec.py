@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import word2vec as ref
-from course_lib.autograde.spec import AssignmentSpec, Check, case
+from course_lib.autograde.spec import AssignmentSpec, case, task_checks
 from course_lib.grading import GradingError
 
 
@@ -250,28 +250,21 @@ def hidden_analogy(r: torch.Generator) -> list:
 # The notebook's tolerances for float32 results against a float64 autograd reference.
 SGNS_TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-7, 1e-7)}
 
-_TASKS = [
-    # (solution grade_id, function, reference, hidden generator, visible points, hidden points, options)
-    ("task1_skipgram_pairs", "skipgram_pairs", skipgram_pairs_reference, hidden_skipgram_pairs, 1, 2, {}),
-    ("task2_noise_distribution", "noise_distribution", noise_distribution_reference, hidden_noise_distribution,
-     1, 1, {}),
-    ("task3_keep_probability", "keep_probability", keep_probability_reference, hidden_keep_probability, 1, 1, {}),
-    ("task4_sgns_loss_and_grads", "sgns_loss_and_grads", sgns_loss_and_grads_reference, hidden_sgns_loss_and_grads,
-     1, 2, {"tolerances": SGNS_TOLERANCES}),
-    ("task5_huffman_codes", "huffman_codes", huffman_codes_reference, hidden_huffman_codes, 1, 2,
-     {"compare": compare_huffman}),
-    ("task6_analogy", "analogy", analogy_reference, hidden_analogy, 1, 1, {"compare": compare_analogy}),
-]
-
 SPEC = AssignmentSpec(
     notebook="ch02_word2vec.ipynb",
     preamble="import math\nimport numpy as np\nimport torch\nimport torch.nn.functional as F\n",
-    checks=[
-        check
-        for task, function, reference, hidden, visible_points, hidden_points, options in _TASKS
-        for check in (
-            Check(f"{task}_visible_tests", function, visible_points, reference, VISIBLE[function], **options),
-            Check(f"{task}_hidden_tests", function, hidden_points, reference, hidden, hidden=True, **options),
-        )
+    checks=[  # (solution grade_id, function, reference, visible cases, hidden cases, (visible, hidden) points)
+        *task_checks("task1_skipgram_pairs", "skipgram_pairs", skipgram_pairs_reference, VISIBLE["skipgram_pairs"],
+                     hidden_skipgram_pairs, (1, 2)),
+        *task_checks("task2_noise_distribution", "noise_distribution", noise_distribution_reference,
+                     VISIBLE["noise_distribution"], hidden_noise_distribution, (1, 1)),
+        *task_checks("task3_keep_probability", "keep_probability", keep_probability_reference,
+                     VISIBLE["keep_probability"], hidden_keep_probability, (1, 1)),
+        *task_checks("task4_sgns_loss_and_grads", "sgns_loss_and_grads", sgns_loss_and_grads_reference,
+                     VISIBLE["sgns_loss_and_grads"], hidden_sgns_loss_and_grads, (1, 2), tolerances=SGNS_TOLERANCES),
+        *task_checks("task5_huffman_codes", "huffman_codes", huffman_codes_reference, VISIBLE["huffman_codes"],
+                     hidden_huffman_codes, (1, 2), compare=compare_huffman),
+        *task_checks("task6_analogy", "analogy", analogy_reference, VISIBLE["analogy"], hidden_analogy, (1, 1),
+                     compare=compare_analogy),
     ],
 )

@@ -22,7 +22,7 @@ import torch
 
 from course_lib import optim
 from course_lib import schedules as ref
-from course_lib.autograde.spec import AssignmentSpec, Check, case
+from course_lib.autograde.spec import AssignmentSpec, case, task_checks
 
 # The notebook's tolerances for one step (its test cells use them too).
 TOL = {torch.float32: (1e-5, 1e-6), torch.float64: (1e-10, 1e-12)}
@@ -256,27 +256,23 @@ def hidden_slanted_triangular(r: torch.Generator) -> list:
 
 # ---- the spec -----------------------------------------------------------------------------
 
-_TASKS = [
-    # (solution grade_id, function, reference, hidden generator, visible points, hidden points)
-    ("task1_momentum_step", "momentum_step", momentum_reference, hidden_momentum_step, 1, 1),
-    ("task2_nesterov_step", "nesterov_step", nesterov_reference, hidden_nesterov_step, 1, 1),
-    ("task3_adagrad_step", "adagrad_step", adagrad_reference, hidden_adagrad_step, 1, 1),
-    ("task4_adam_step", "adam_step", adam_reference, hidden_adam_step, 1, 2),
-    ("task5_adamw_step", "adamw_step", adamw_reference, hidden_adamw_step, 1, 1),
-    ("task6_warmup_linear_decay", "warmup_linear_decay", ref.linear_warmup_linear_decay_factor,
-     hidden_warmup_linear_decay, 1, 1),
-    ("task7_slanted_triangular", "slanted_triangular", ref.slanted_triangular_factor, hidden_slanted_triangular, 1, 1),
-]
-
 SPEC = AssignmentSpec(
     notebook="ch03_optimizers.ipynb",
     preamble="import math\nimport torch\n",
-    checks=[
-        check
-        for task, function, reference, hidden, visible_points, hidden_points in _TASKS
-        for check in (
-            Check(f"{task}_visible_tests", function, visible_points, reference, VISIBLE[function], tolerances=TOL),
-            Check(f"{task}_hidden_tests", function, hidden_points, reference, hidden, hidden=True, tolerances=TOL),
-        )
+    checks=[  # (solution grade_id, function, reference, visible cases, hidden cases, (visible, hidden) points)
+        *task_checks("task1_momentum_step", "momentum_step", momentum_reference, VISIBLE["momentum_step"],
+                     hidden_momentum_step, (1, 1), tolerances=TOL),
+        *task_checks("task2_nesterov_step", "nesterov_step", nesterov_reference, VISIBLE["nesterov_step"],
+                     hidden_nesterov_step, (1, 1), tolerances=TOL),
+        *task_checks("task3_adagrad_step", "adagrad_step", adagrad_reference, VISIBLE["adagrad_step"],
+                     hidden_adagrad_step, (1, 1), tolerances=TOL),
+        *task_checks("task4_adam_step", "adam_step", adam_reference, VISIBLE["adam_step"], hidden_adam_step, (1, 2),
+                     tolerances=TOL),
+        *task_checks("task5_adamw_step", "adamw_step", adamw_reference, VISIBLE["adamw_step"], hidden_adamw_step,
+                     (1, 1), tolerances=TOL),
+        *task_checks("task6_warmup_linear_decay", "warmup_linear_decay", ref.linear_warmup_linear_decay_factor,
+                     VISIBLE["warmup_linear_decay"], hidden_warmup_linear_decay, (1, 1), tolerances=TOL),
+        *task_checks("task7_slanted_triangular", "slanted_triangular", ref.slanted_triangular_factor,
+                     VISIBLE["slanted_triangular"], hidden_slanted_triangular, (1, 1), tolerances=TOL),
     ],
 )

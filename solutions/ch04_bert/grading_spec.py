@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from course_lib.autograde.spec import AssignmentSpec, Check, case
+from course_lib.autograde.spec import AssignmentSpec, case, task_checks
 from course_lib.grading import GradingError
 from course_lib.kernels import force_backend
 from course_lib.kernels.bias_gelu import bias_gelu_forward_reference
@@ -283,29 +283,21 @@ def hidden_bert_parameter_count(r: torch.Generator) -> list:
 
 _F32_1E5 = {torch.float32: (1e-5, 1e-5)}  # the notebook's rtol=1e-5, atol=1e-5 for float32 results
 
-_TASKS = [
-    # (solution grade_id, function, reference, hidden generator, visible points, hidden points, options for
-    #  the visible check, options for the hidden check)
-    ("task1_wordpiece", "wordpiece_encode", wordpiece_encode_reference, hidden_wordpiece_encode, 1, 2, {}, {}),
-    ("task2_mask_tokens", "mask_tokens", mask_tokens_reference, hidden_mask_tokens, 1, 2,
-     {"compare": compare_masking}, {"compare": compare_masking}),
-    ("task3_attention", "attention", attention_reference, hidden_attention, 1, 2, {}, {"tolerances": _F32_1E5}),
-    ("task4_gelu", "gelu", gelu_reference, hidden_gelu, 1, 2, {}, {}),
-    ("task5_embeddings", "bert_embeddings", bert_embeddings_reference, hidden_bert_embeddings, 1, 2,
-     {"tolerances": _F32_1E5}, {"tolerances": {torch.float64: (1e-9, 1e-9)}}),
-    ("task6_parameter_count", "bert_parameter_count", bert_parameter_count_reference, hidden_bert_parameter_count,
-     1, 2, {}, {}),
-]
-
 SPEC = AssignmentSpec(
     notebook="ch04_bert.ipynb",
     preamble='import math\nimport torch\nSPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]\n',
-    checks=[
-        check
-        for task, function, reference, hidden, visible_points, hidden_points, visible_opts, hidden_opts in _TASKS
-        for check in (
-            Check(f"{task}_visible_tests", function, visible_points, reference, VISIBLE[function], **visible_opts),
-            Check(f"{task}_hidden_tests", function, hidden_points, reference, hidden, hidden=True, **hidden_opts),
-        )
+    checks=[  # (solution grade_id, function, reference, visible cases, hidden cases, (visible, hidden) points)
+        *task_checks("task1_wordpiece", "wordpiece_encode", wordpiece_encode_reference, VISIBLE["wordpiece_encode"],
+                     hidden_wordpiece_encode, (1, 2)),
+        *task_checks("task2_mask_tokens", "mask_tokens", mask_tokens_reference, VISIBLE["mask_tokens"],
+                     hidden_mask_tokens, (1, 2), compare=compare_masking),
+        *task_checks("task3_attention", "attention", attention_reference, VISIBLE["attention"], hidden_attention,
+                     (1, 2), hidden_options={"tolerances": _F32_1E5}),
+        *task_checks("task4_gelu", "gelu", gelu_reference, VISIBLE["gelu"], hidden_gelu, (1, 2)),
+        *task_checks("task5_embeddings", "bert_embeddings", bert_embeddings_reference, VISIBLE["bert_embeddings"],
+                     hidden_bert_embeddings, (1, 2), tolerances=_F32_1E5,
+                     hidden_options={"tolerances": {torch.float64: (1e-9, 1e-9)}}),
+        *task_checks("task6_parameter_count", "bert_parameter_count", bert_parameter_count_reference,
+                     VISIBLE["bert_parameter_count"], hidden_bert_parameter_count, (1, 2)),
     ],
 )
