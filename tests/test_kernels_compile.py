@@ -35,16 +35,19 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.kernels import bias_gelu as BG
-from course_lib.kernels import embedding as EMB
-from course_lib.kernels import flash_attention as FA
-from course_lib.kernels import layer_norm as LN
-from course_lib.kernels import optim_step as OPT
-from course_lib.kernels import sgns as SG
+try:
+    _NVIDIA = importlib.util.find_spec("triton.backends.nvidia")
+except ModuleNotFoundError:  # no triton at all
+    _NVIDIA = None
+if _NVIDIA is None:
+    pytest.skip("Triton's NVIDIA backend is not installed", allow_module_level=True)
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("triton.backends.nvidia") is None, reason="Triton's NVIDIA backend is not installed"
-)
+import triton  # noqa: E402
+
+from course_lib.kernels import bias_gelu as BG  # noqa: E402
+from course_lib.kernels import embedding as EMB  # noqa: E402
+from course_lib.kernels import flash_attention as FA  # noqa: E402
+from course_lib.kernels import optim_step as OPT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS_DIR = ROOT / "course_lib" / "kernels"
@@ -65,6 +68,10 @@ def _acc(dtype):  # the fp32 accumulator of fp16/bf16/fp32, fp64 for fp64
     return "fp64" if dtype == "fp64" else "fp32"
 
 
+def _if_multiple_of_16(n, *names):  # the int arguments the JIT marks divisible when a size is n
+    return names if n % 16 == 0 else ()
+
+
 # ---- embedding ----------------------------------------------------------------------------
 
 
@@ -75,14 +82,15 @@ def _embedding_forward(dtype, index, D, dense=True):
     constexprs = dict(BLOCK_N=EMB.BLOCK_N, BLOCK_D=EMB._block_d(D)) | (dict(stride_col=1) if dense else {})
     return variant(f"embedding_forward-{dtype}-{index}-{'dense' if dense else 'strided'}", "embedding",
                    "_embedding_forward_kernel", sig, constexprs,
-                   divisible=("D", "stride_row") if D % 16 == 0 else ())  # fmt: skip
+                   divisible=_if_multiple_of_16(D, "D", "stride_row"))  # fmt: skip
 
 
 def _embedding_backward(dtype, index, D):
     sig = {"grad_out_ptr": f"*{dtype}", "indices_ptr": f"*{index}", "grad_weight_ptr": f"*{_acc(dtype)}",
            "N": "i32", "D": "i32", "padding_idx": "i32"}  # fmt: skip
     return variant(f"embedding_backward-{dtype}-{index}", "embedding", "_embedding_backward_kernel", sig,
-                   dict(BLOCK_N=EMB.BLOCK_N, BLOCK_D=EMB._block_d(D)), divisible=("D",) if D % 16 == 0 else ())  # fmt: skip
+                   dict(BLOCK_N=EMB.BLOCK_N, BLOCK_D=EMB._block_d(D)),
+                   divisible=_if_multiple_of_16(D, "D"))  # fmt: skip
 
 
 # ---- SGNS ---------------------------------------------------------------------------------
@@ -92,9 +100,9 @@ def _sgns(index, K, D):
     sig = {name: f"*{index}" for name in ("centres_ptr", "contexts_ptr", "negatives_ptr")}
     sig.update({name: "*fp32" for name in ("w_in_read_ptr", "w_out_read_ptr", "w_in_ptr", "w_out_ptr", "loss_ptr")})
     sig.update(lr="fp32", K="i32", D="i32")
-    block_d = 1 << (D - 1).bit_length()  # triton.next_power_of_2, as the launcher
+    block_d = triton.next_power_of_2(D)
     return variant(f"sgns-{index}-K{K}-D{D}", "sgns", "_sgns_kernel", sig,
-                   dict(BLOCK_K=1 << K.bit_length(), BLOCK_D=block_d),  # next_power_of_2(K + 1)
+                   dict(BLOCK_K=triton.next_power_of_2(K + 1), BLOCK_D=block_d),
                    num_warps=4 if block_d >= 512 else 2)  # fmt: skip
 
 
@@ -118,8 +126,8 @@ def _layer_norm_forward(dtype, residual, weight, N):
            "N": "i32", "eps": "fp32"}  # fmt: skip
     return variant(f"layer_norm_forward-{dtype}-residual_{residual}-weight_{weight}", "layer_norm",
                    "_layer_norm_forward_kernel", sig,
-                   dict(HAS_RESIDUAL=residual is not None, FP64=dtype == "fp64", BLOCK=1 << (N - 1).bit_length()),
-                   divisible=("N",) if N % 16 == 0 else ())  # fmt: skip
+                   dict(HAS_RESIDUAL=residual is not None, FP64=dtype == "fp64", BLOCK=triton.next_power_of_2(N)),
+                   divisible=_if_multiple_of_16(N, "N"))  # fmt: skip
 
 
 def _layer_norm_backward(dtype, weight, N):
@@ -128,7 +136,8 @@ def _layer_norm_backward(dtype, weight, N):
            "rstd_ptr": f"*{acc}", "dh_ptr": f"*{dtype}", "dw_ptr": f"*{acc}", "db_ptr": f"*{acc}",
            "M": "i32", "N": "i32"}  # fmt: skip
     return variant(f"layer_norm_backward-{dtype}-weight_{weight}", "layer_norm", "_layer_norm_backward_kernel", sig,
-                   dict(FP64=dtype == "fp64", BLOCK=1 << (N - 1).bit_length()), divisible=("N",) if N % 16 == 0 else ())  # fmt: skip
+                   dict(FP64=dtype == "fp64", BLOCK=triton.next_power_of_2(N)),
+                   divisible=_if_multiple_of_16(N, "N"))  # fmt: skip
 
 
 # ---- softmax ------------------------------------------------------------------------------
@@ -138,7 +147,8 @@ def _softmax(direction, dtype, N):
     names = ("x_ptr", "y_ptr") if direction == "forward" else ("dy_ptr", "y_ptr", "dx_ptr")
     sig = {name: f"*{dtype}" for name in names} | {"N": "i32"}
     return variant(f"softmax_{direction}-{dtype}-N{N}", "softmax", f"_softmax_{direction}_kernel", sig,
-                   dict(BLOCK=1 << (N - 1).bit_length(), FP64=dtype == "fp64"), divisible=("N",) if N % 16 == 0 else ())  # fmt: skip
+                   dict(BLOCK=triton.next_power_of_2(N), FP64=dtype == "fp64"),
+                   divisible=_if_multiple_of_16(N, "N"))  # fmt: skip
 
 
 # ---- flash attention ----------------------------------------------------------------------
@@ -185,6 +195,7 @@ def _adam(param, *, l2=False, decoupled=False, amsgrad=False, maximize=False, al
     )  # fmt: skip
     flags = "-".join(k for k, on in dict(l2=l2, decoupled=decoupled, amsgrad=amsgrad, maximize=maximize,
                                          aligned=aligned).items() if on) or "plain"  # fmt: skip
+    # aligned=False for the pointers: the address-table rows are views at arbitrary offsets.
     return variant(f"adam-{param}-{flags}", "optim_step", "_adam_kernel", sig, constexprs,
                    num_warps=OPT.NUM_WARPS, aligned=False, vector_loads=vector_loads)  # fmt: skip
 
@@ -231,7 +242,8 @@ VARIANTS = [
     _layer_norm_backward("fp64", "fp64", 100),
     # softmax: BERT's attention rows (512 keys) and fp64.
     *(_softmax(direction, dtype, N)
-      for direction in ("forward", "backward") for dtype, N in (("fp32", 512), ("bf16", 128), ("fp64", 512))),  # fmt: skip
+      for direction in ("forward", "backward")
+      for dtype, N in (("fp32", 512), ("bf16", 128), ("fp64", 512))),  # fmt: skip
     # flash attention: tensor-core dots (bf16, fp16), fp32 "ieee" dots and fp64 dots; with and
     # without the key-padding mask. BERT's head size 64.
     *(_flash(kernel, dtype, has_mask)
@@ -324,7 +336,8 @@ def test_every_launched_kernel_is_compiled():
         covered.setdefault(v["module"], set()).add(v["kernel"])
     launched = _launched_kernels()
     assert launched, f"found no kernel launches in {KERNELS_DIR}"
-    missing = {m: sorted(names - covered.get(m, set())) for m, names in launched.items() if names - covered.get(m, set())}
+    missing = {m: sorted(names - covered.get(m, set())) for m, names in launched.items()}
+    missing = {m: names for m, names in missing.items() if names}
     assert not missing, f"kernels launched but never compiled here: {missing}"
     ids = [v["id"] for v in VARIANTS]
     assert len(ids) == len(set(ids)), "variant ids must be unique"
@@ -333,7 +346,8 @@ def test_every_launched_kernel_is_compiled():
 @pytest.mark.parametrize("v", VARIANTS, ids=[v["id"] for v in VARIANTS])
 def test_kernel_compiles_for_sm90(compiled, v):
     result = compiled[v["id"]]
-    assert result["ok"], f"{v['module']}.{v['kernel']} ({v['id']}) does not compile for sm_90:\n{result['error']}\n" + result.get("traceback", "")
+    where = f"{v['module']}.{v['kernel']} ({v['id']})"
+    assert result["ok"], f"{where} does not compile for sm_90:\n{result['error']}\n{result.get('traceback', '')}"
     assert result["cubin"], "no cubin: ptxas did not run"
     if v["vector_loads"]:
         assert result["vector_loads"], "whole blocks of aligned tensors should use 16-byte vector loads (ld.global.v4)"
