@@ -4,6 +4,9 @@ localhost, with every request that would leave localhost refused and recorded.
 
 Checks per page: math is typeset by the book's own MathJax (no TeX errors), every
 image loads, no local resource is missing, and nothing is fetched from outside.
+
+This build is also where the book's notebooks are executed under test (``-W``: a failing
+cell fails the build); nbval does not run them a second time (pyproject.toml's testpaths).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = ["index.html", "book/intro.html", "book/ch01_embeddings.html", "book/glossary.html"]
+PAGES = ["index.html", "book/intro.html", "book/ch01_embeddings.html", "book/ch02_word2vec.html",
+         "book/ch03_optimizers.html", "book/ch04_bert.html", "book/glossary.html", "book/running_the_course.html"]
 pytestmark = pytest.mark.slow
 
 
@@ -37,6 +41,19 @@ def built_book(tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, f"jupyter-book build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     return out / "_build" / "html"
+
+
+def test_every_notebook_ran_to_the_end(built_book):
+    """The strict build executed every notebook of the book: no execution report was
+    written (myst-nb writes one per failed notebook) and every chapter page has outputs."""
+    reports = sorted(p.name for p in (built_book / "reports").glob("*")) if (built_book / "reports").exists() else []
+    assert not reports, f"notebooks failed while the book was built: {reports}"
+    notebooks = sorted((ROOT / "book").glob("*.ipynb"))
+    assert len(notebooks) >= 4
+    for nb in notebooks:
+        page = built_book / "book" / f"{nb.stem}.html"
+        assert page.is_file(), f"{nb.name} was not built"
+        assert "cell_output" in page.read_text(encoding="utf-8"), f"{nb.name} has no outputs: was it executed?"
 
 
 @pytest.fixture(scope="module")
