@@ -154,31 +154,45 @@ def _softmax(direction, dtype, N):
 # ---- flash attention ----------------------------------------------------------------------
 
 _FLASH_POINTERS = {
-    "forward": ("q_ptr", "k_ptr", "v_ptr", "mask_ptr", "o_ptr", "lse_ptr"),
-    "backward_dkdv": ("q_ptr", "k_ptr", "v_ptr", "mask_ptr", "do_ptr", "lse_ptr", "delta_ptr", "dk_ptr", "dv_ptr"),
-    "backward_dq": ("q_ptr", "k_ptr", "v_ptr", "mask_ptr", "do_ptr", "lse_ptr", "delta_ptr", "dq_ptr"),
-}
+    "forward": ("q_ptr", "k_ptr", "v_ptr", "mask_ptr", "bias_ptr", "o_ptr", "lse_ptr"),
+    "backward_dkdv": ("q_ptr", "k_ptr", "v_ptr", "mask_ptr", "bias_ptr", "do_ptr", "lse_ptr", "delta_ptr", "dk_ptr",
+                      "dv_ptr"),
+    "backward_dq": ("q_ptr", "k_ptr", "v_ptr", "mask_ptr", "bias_ptr", "do_ptr", "lse_ptr", "delta_ptr", "dq_ptr",
+                    "dbias_ptr"),
+}  # fmt: skip
 
 
-def _flash(kernel, dtype, has_mask, hs=64):
+def _flash(kernel, dtype, has_mask, *, causal=False, bias=None, hs=64):
+    """``bias``: None, or the bias tensor's dtype (fp32 for T5's relative bias under any q dtype)."""
     sig = {}
     for name in _FLASH_POINTERS[kernel]:
-        if name == "mask_ptr":  # the int8 mask, or q itself (unused) without one
-            sig[name] = "*i8" if has_mask else f"*{dtype}"
+        if name == "mask_ptr":  # the int32 mask, or q itself (unused) without one
+            sig[name] = "*i32" if has_mask else f"*{dtype}"
+        elif name == "bias_ptr":  # the bias' broadcast view, or q itself (unused) without one
+            sig[name] = f"*{bias or dtype}"
+        elif name == "dbias_ptr":  # dS in the accumulator dtype, or L (unused) without a bias gradient
+            sig[name] = f"*{_acc(dtype)}"
         else:
             sig[name] = f"*{_acc(dtype)}" if name in ("lse_ptr", "delta_ptr") else f"*{dtype}"
     sig |= {f"stride_{t}{d}": "i32" for t in "qkv" for d in ("b", "h", "t")}
+    sig |= {f"stride_z{d}": "i32" for d in "bhqk"}
     sig |= dict(NH="i32", TQ="i32", TK="i32", HS="i32", scale="fp32")
     constexprs = dict(
-        HAS_MASK=has_mask, UPCAST=False,  # UPCAST only under the interpreter
+        HAS_MASK=has_mask, HAS_BIAS=bias is not None, CAUSAL=causal,
+        UPCAST=False,  # UPCAST only under the interpreter
         FP64=dtype == "fp64", BLOCK_M=FA.BLOCK_M, BLOCK_N=FA.BLOCK_N, BLOCK_D=FA._block_d(hs),
     )  # fmt: skip
-    mask = "mask" if has_mask else "nomask"
-    # Contiguous (B, nh, T, 64) tensors: every stride and HS a multiple of 16 (fp16/bf16, the
-    # GPU's dtypes); the fp32/fp64 variants model odd sizes.
-    divisible = [n for n in sig if n.startswith("stride_")] + ["HS"] if dtype in ("fp16", "bf16") else ()
-    return variant(f"flash_{kernel}-{dtype}-{mask}", "flash_attention", f"_flash_{kernel}_kernel", sig, constexprs,
-                   divisible=divisible)  # fmt: skip
+    if kernel == "backward_dq":
+        constexprs["BIAS_GRAD"] = bias is not None
+    flags = ["mask" if has_mask else "nomask"] + (["causal"] if causal else []) + ([f"bias_{bias}"] if bias else [])
+    # Contiguous (B, nh, T, 64) tensors: every q/k/v stride and HS a multiple of 16 (fp16/bf16,
+    # the GPU's dtypes); the fp32/fp64 variants model odd sizes.
+    divisible = (
+        [n for n in sig if n.startswith("stride_") and not n.startswith("stride_z")] + ["HS"]
+        if dtype in ("fp16", "bf16") else ()
+    )  # fmt: skip
+    return variant(f"flash_{kernel}-{dtype}-{'-'.join(flags)}", "flash_attention", f"_flash_{kernel}_kernel", sig,
+                   constexprs, divisible=divisible)  # fmt: skip
 
 
 # ---- optimizer steps ----------------------------------------------------------------------
@@ -245,10 +259,15 @@ VARIANTS = [
       for direction in ("forward", "backward")
       for dtype, N in (("fp32", 512), ("bf16", 128), ("fp64", 512))),  # fmt: skip
     # flash attention: tensor-core dots (bf16, fp16), fp32 "ieee" dots and fp64 dots; with and
-    # without the key-padding mask. BERT's head size 64.
-    *(_flash(kernel, dtype, has_mask)
+    # without the key-padding mask (BERT's head size 64).
+    # The causal mask (GPT-2) and an fp32 additive bias (T5's relative positions) on top:
+    *(_flash(kernel, dtype, has_mask, causal=causal, bias=bias)
       for kernel in ("forward", "backward_dkdv", "backward_dq")
-      for dtype, has_mask in (("bf16", True), ("fp16", False), ("fp32", True), ("fp64", False))),  # fmt: skip
+      for dtype, has_mask, causal, bias in (
+          ("bf16", True, False, None), ("fp16", False, False, None), ("fp32", True, False, None),
+          ("fp64", False, False, None), ("bf16", True, True, None), ("fp32", False, True, "fp32"),
+          ("bf16", True, False, "fp32"), ("fp64", True, True, "fp64"),
+      )),  # fmt: skip
     # optimizer steps: every constexpr branch in at least one variant; whole blocks of aligned
     # tensors must become 16-byte vector loads.
     _adam("bf16", decoupled=True, amsgrad=True, vector_loads=True),

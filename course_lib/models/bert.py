@@ -11,7 +11,9 @@ The model is post-LN: every sub-layer ends in LayerNorm(sublayer(x) + x), unlike
 pre-LN GPT-2 and T5. The hot operations run as Triton kernels on the GPU
 (``course_lib.kernels``): fused bias + GELU, LayerNorm with fused residual add, a row
 softmax and FlashAttention-style attention with a key-padding mask; on a plain CPU the
-same functions run their PyTorch references.
+same functions run their PyTorch references. What every model of the course shares lives
+in two small files: ``layers.py`` (LayerNorm, the GELUs, the attention core) and
+``checkpoint.py`` (reading and writing Hugging Face checkpoint directories).
 
 Shapes: B batch, T sequence length, H hidden_size, nh heads, hs = H / nh head size,
 V vocab_size.
@@ -19,31 +21,22 @@ V vocab_size.
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..embeddings import Embedding
-from ..kernels.bias_gelu import bias_gelu
-from ..kernels.flash_attention import flash_attention
-from ..kernels.layer_norm import layer_norm
-from ..kernels.softmax import softmax
-
-# HF's names for the activation -> F.gelu's ``approximate``. "gelu" is the exact
-# x * Phi(x) with the erf; the other two are the tanh approximation
-# 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (the whole bracket inside the tanh).
-GELU_APPROXIMATE = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+from .checkpoint import ConfigMixin, PreTrainedModel
+from .layers import GELU_APPROXIMATE, LayerNorm, attend, linear_act
 
 
 @dataclass
-class BertConfig:
+class BertConfig(ConfigMixin):
     """BERT's hyper-parameters, with Hugging Face's field names and BERT-base defaults."""
+
+    model_type = "bert"
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -73,25 +66,15 @@ class BertConfig:
             raise ValueError(f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
 
     @classmethod
-    def from_dict(cls, d: dict, **overrides) -> "BertConfig":
-        """Build from a HF ``config.json`` dict; unknown keys (``architectures``, ...) are ignored."""
-        d = {**d, **overrides}
+    def _prepare(cls, d: dict) -> dict:
         if "num_labels" not in d and isinstance(d.get("id2label"), dict):
             d["num_labels"] = len(d["id2label"])  # HF stores the label count as the id2label map
         if d.get("pad_token_id") is None:
             d["pad_token_id"] = 0
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike, **overrides) -> "BertConfig":
-        """Read ``config.json`` (or a checkpoint directory holding one)."""
-        path = Path(path)
-        path = path / "config.json" if path.is_dir() else path
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), **overrides)
+        return d
 
     def to_dict(self) -> dict:
-        d = {"model_type": "bert", **asdict(self)}
+        d = super().to_dict()
         # transformers reads the number of labels from id2label, not from num_labels.
         d["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
         d["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
@@ -103,14 +86,8 @@ class BertConfig:
 
 
 # ---- building blocks --------------------------------------------------------------------
-
-
-class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm's parameters (``weight``, ``bias``: HF's names) computed by the fused
-    kernel, which can also add a residual first: forward(x, residual) = LN(x + residual)."""
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        return layer_norm(x, self.weight, self.bias, self.eps, residual=residual)
+# LayerNorm (with a fused residual add) and the attention core are shared by every model:
+# course_lib/models/layers.py.
 
 
 class BertEmbeddings(nn.Module):
@@ -162,19 +139,11 @@ class BertSelfAttention(nn.Module):
         q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        scale = hs**-0.5  # 1/sqrt(hs) keeps the scores' variance ~1 whatever the head size
-        if output_attentions or (self.training and self.dropout.p > 0):
-            # The probabilities themselves are wanted (to plot them, or to drop some out):
-            # materialise the (T, T) matrix.
-            scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T, T)
-            if attention_mask is not None:
-                scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
-            probs = softmax(scores)  # (B, nh, T, T); rows sum to 1 over the real keys
-            y = self.dropout(probs) @ v  # (B, nh, T, hs)
-        else:
-            # Otherwise never store it: online softmax over key blocks (FlashAttention).
-            probs = None
-            y = flash_attention(q, k, v, attention_mask, scale=scale)  # (B, nh, T, hs)
+        # softmax(q k^T / sqrt(hs)) v; the 1/sqrt(hs) keeps the scores' variance ~1 whatever
+        # the head size. The (T, T) probabilities are materialised only when they are wanted
+        # (to return or plot them, or to drop some out); otherwise FlashAttention never stores them.
+        y, probs = attend(q, k, v, attention_mask=attention_mask, scale=hs**-0.5,
+                          dropout=self.dropout.p if self.training else 0.0, need_weights=output_attentions)
         return y.transpose(1, 2).reshape(B, T, H), probs  # heads side by side again: (B, T, H)
 
 
@@ -215,11 +184,11 @@ class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.approximate = GELU_APPROXIMATE[config.hidden_act]
+        self.act = config.hidden_act
 
     def forward(self, x):
         # The matmul without its bias, then bias + GELU fused in one kernel.
-        return bias_gelu(F.linear(x, self.dense.weight), self.dense.bias, self.approximate)  # (B, T, 4H)
+        return linear_act(x, self.dense, self.act)  # (B, T, 4H)
 
 
 class BertOutput(ProjectAddNorm):
@@ -300,18 +269,13 @@ class QuestionAnsweringOutput:
 
 # ---- the base class: initialisation, loading and saving ---------------------------------
 
-HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")  # everything that is not the encoder "bert."
 
+class BertPreTrainedModel(PreTrainedModel):
+    """Weight initialisation as in BERT; loading and saving of Hugging Face checkpoint
+    directories come from ``checkpoint.PreTrainedModel`` (shared by every model)."""
 
-class BertPreTrainedModel(nn.Module):
-    """Weight initialisation as in BERT, and HF-format checkpoint loading and saving."""
-
-    # state_dict keys that are the same tensor as another key: (tied key, the key it repeats).
-    _tied_keys: tuple[tuple[str, str], ...] = ()
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
+    config_class = BertConfig
+    base_model_prefix = "bert"  # BertForX keeps the encoder in .bert: keys "bert.encoder..."
 
     def init_weights(self):
         """normal(0, initializer_range) for every matrix and table (Google's code used a
@@ -337,131 +301,13 @@ class BertPreTrainedModel(nn.Module):
                         module.weight[module.padding_idx].zero_()
         self.tie_weights()
 
-    def tie_weights(self):
-        """Point every tied parameter back at its source (a no-op without an MLM head)."""
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())  # shared (tied) parameters count once
-
-    # -- loading --
-
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, strict: bool = False, **config_overrides):
-        """Load a Hugging Face-format directory: ``config.json`` plus ``model.safetensors``
-        (or a sharded ``model.safetensors.index.json``, or ``pytorch_model.bin``, read with
-        ``torch.load(weights_only=True)``: no pickled code runs). Nothing is downloaded.
-
-        A checkpoint of another architecture, or a tensor whose shape differs from the
-        model's, raises an error naming it. Missing and unexpected keys are listed in a
-        warning (``strict=True``: an error) and kept in ``model.loading_info``; a head
-        missing from the checkpoint (fine-tuning from a pretrained encoder) keeps its
-        fresh initialisation."""
-        path = Path(path)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} is not a checkpoint directory: {config_file} does not exist")
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-        _check_architecture(raw, path, cls.__name__)
-        model = cls(BertConfig.from_dict(raw, **config_overrides))
-        model.load_hf_state_dict(_read_weights(path), strict=strict, source=str(path))
-        return model
-
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor], *, strict: bool = False, source: str = "checkpoint"):
-        """Copy a HF-named state dict into this model, key by key (see ``from_pretrained``)."""
-        state = _normalise_keys(state, has_bert_prefix=hasattr(self, "bert"))
-        own = self.state_dict(keep_vars=True)
-        tied = {k for k, _ in self._tied_keys}
-        mismatched = [
-            f"{k}: the checkpoint has {tuple(state[k].shape)}, the model expects {tuple(own[k].shape)}"
-            for k in own
-            if k in state and k not in tied and state[k].shape != own[k].shape
-        ]
-        if mismatched:
-            raise ValueError(
-                f"{source} does not fit {type(self).__name__} (config {self.config}): shape mismatch for\n  "
-                + "\n  ".join(mismatched)
-            )
-        missing = [k for k in own if k not in state and k not in tied]
-        unexpected = [k for k in state if k not in own]
-        with torch.no_grad():
-            for k, tensor in state.items():
-                if k in own and k not in tied:
-                    own[k].copy_(tensor)
-        self.tie_weights()
-        self.loading_info = {"missing_keys": missing, "unexpected_keys": unexpected}
-        if missing or unexpected:
-            message = (
-                f"loading {source} into {type(self).__name__}: "
-                f"{len(missing)} missing key(s) {missing} (left at their initial values), "
-                f"{len(unexpected)} unexpected key(s) {unexpected} (ignored)"
-            )
-            if strict:
-                raise KeyError(message)
-            warnings.warn(message, stacklevel=3)
-        return self.loading_info
-
-    # -- saving --
-
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` in Hugging Face's format: the
-        directory loads with ``transformers``' ``from_pretrained`` as well as with ours."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        config = {"architectures": [type(self).__name__], **self.config.to_dict()}
-        (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tied = {k for k, _ in self._tied_keys}  # stored once, under the key they repeat
-        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items() if k not in tied}
-        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-        return path
-
-
-def _check_architecture(raw: dict, path: Path, loader: str) -> None:
-    model_type = raw.get("model_type")
-    architectures = raw.get("architectures") or []
-    foreign = [a for a in architectures if not a.startswith("Bert")]
-    if (model_type is not None and model_type != "bert") or foreign:
-        raise ValueError(
-            f"{path} holds a checkpoint of model_type {model_type!r} (architectures {architectures}); "
-            f"{loader} loads BERT checkpoints (model_type 'bert', architectures Bert*)"
-        )
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if (path / "model.safetensors").is_file():
-        return load_file(str(path / "model.safetensors"))
-    if (path / "model.safetensors.index.json").is_file():  # sharded: a map key -> shard file
-        index = json.loads((path / "model.safetensors.index.json").read_text(encoding="utf-8"))
-        state = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(str(path / shard)))
-        return state
-    if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
-
-
-def _normalise_keys(state: dict[str, torch.Tensor], has_bert_prefix: bool) -> dict[str, torch.Tensor]:
-    """Map the key spellings found in real BERT checkpoints to the model's.
-
-    * TF-converted checkpoints name LayerNorm parameters gamma/beta;
-    * old ones store the position_ids buffer, which is not a parameter;
-    * a BertModel checkpoint has no "bert." prefix, a checkpoint with heads has one."""
-    out = {}
-    for k, v in state.items():
-        k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if k.endswith("embeddings.position_ids"):
-            continue
-        is_head = k.startswith(HEAD_PREFIXES)
-        if has_bert_prefix and not is_head and not k.startswith("bert."):
-            k = "bert." + k
-        elif not has_bert_prefix and k.startswith("bert."):
-            k = k[len("bert.") :]
-        out[k] = v
-    return out
+    def _rename_key(cls, key: str) -> str | None:
+        """TF-converted checkpoints name LayerNorm parameters gamma/beta; old ones store the
+        position_ids buffer, which is not a parameter."""
+        if key.endswith("embeddings.position_ids"):
+            return None
+        return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
 
 
 # ---- the models -------------------------------------------------------------------------
@@ -506,11 +352,11 @@ class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.approximate = GELU_APPROXIMATE[config.hidden_act]
+        self.act = config.hidden_act
         self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, x):
-        return self.LayerNorm(bias_gelu(F.linear(x, self.dense.weight), self.dense.bias, self.approximate))
+        return self.LayerNorm(linear_act(x, self.dense, self.act))
 
 
 class BertLMPredictionHead(nn.Module):
