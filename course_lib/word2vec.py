@@ -3,8 +3,8 @@
 Mikolov et al. 2013a, "Efficient Estimation of Word Representations in Vector Space"
 (the two architectures) and 2013b, "Distributed Representations of Words and Phrases
 and their Compositionality" (negative sampling, subsampling of frequent words), as
-implemented in the original ``word2vec.c`` and in gensim, whose interface this module
-copies::
+implemented in the original ``word2vec.c`` and in gensim, whose interface and defaults
+this module copies::
 
     model = Word2Vec(sentences, vector_size=100, window=5, min_count=5, sg=1, negative=5)
     model.wv.most_similar(positive=["king", "woman"], negative=["man"])
@@ -19,35 +19,45 @@ The pieces, in the order training uses them, are small functions:
   each centre word's randomly shrunk window;
 * :func:`noise_distribution`, :func:`make_alias_table` and :func:`sample_negatives`:
   negatives drawn from the unigram distribution raised to the power 3/4;
-* :func:`build_huffman_tree`: the binary codes and inner-node paths of hierarchical
-  softmax, built as word2vec.c builds them;
-* the updates: :func:`course_lib.kernels.sgns.sgns_step` (skip-gram with negative
-  sampling, a Triton kernel on the GPU), :func:`negative_sampling_step` and
-  :func:`hierarchical_softmax_step`, both reductions to one logistic-regression step,
-  :func:`logistic_step`.
+* :func:`build_huffman_tree` (in :mod:`course_lib.huffman`): the binary codes and
+  inner-node paths of hierarchical softmax, built as word2vec.c builds them;
+* the updates: :func:`negative_sampling_step` and :func:`hierarchical_softmax_step`, both
+  reductions to one logistic-regression step, :func:`logistic_step`, and
+  :func:`course_lib.kernels.sgns.sgns_step` (skip-gram with negative sampling fused into
+  one Triton kernel for the GPU).
 
-**How training is batched.** word2vec.c updates the weights after every single pair,
-in a few threads that share the weights without locks. A per-pair Python loop would
-run a thousand times slower, so :class:`Word2Vec` generates the pairs of a chunk of
-``batch_words`` words at once with tensor operations and updates the weights in
-mini-batches of ``batch_size`` training examples: every gradient of a mini-batch is
-computed from the same weights and repeated rows receive the sum of their updates.
-Small mini-batches behave like word2vec.c's sequential updates; very large ones do not
-(the most frequent words are drawn as negatives hundreds of times per batch), see
-``benchmarks/word2vec.py`` for accuracy against batch size. On the CPU, ``workers``
-threads take chunks in turn and update the shared weights without locks, as gensim's
-threads do; each runs torch single-threaded. On a GPU, skip-gram with negative sampling
-runs the fused Hogwild kernel of :mod:`course_lib.kernels.sgns`.
+The word vectors are a :class:`~course_lib.keyedvectors.KeyedVectors`.
 
-**Known differences from gensim.** Skip-gram trains the centre word's vector to predict
-its context words, as in the paper; word2vec.c and gensim let each context word's
-vector predict the centre, which gives the same pairs (in expectation) with the roles
-swapped. The sigmoid is exact: word2vec.c reads it from a table of 1000 values on
-[-6, 6], and gensim skips the update of a pair whose score lies outside that range.
-Word vectors start uniform in [-1/D, 1/D) as in gensim (word2vec.c draws from
-[-0.5/D, 0.5/D); on a small corpus, where training does not run to convergence, the
-larger start gives visibly better analogies). The default is skip-gram (``sg=1``);
-gensim's is CBOW.
+**Two ways to run the same algorithm.** word2vec is sequential SGD: one small step per
+training example, each step seeing the weights the previous one left.
+
+* On the CPU (the default there), :class:`Word2Vec` runs exactly that, in C
+  (:mod:`course_lib.kernels.word2vec_cpu`, compiled on first use with the machine's C
+  compiler): ``workers`` Python threads train chunks of ``batch_words`` words at once,
+  each in a C call that releases the GIL, and share the weights without locks, as
+  word2vec.c's and gensim's threads do (Hogwild). Step for step this is word2vec.c's
+  loop: the context word's input vector predicts the centre word (skip-gram), the mean of
+  the context predicts the centre and every context vector receives the whole update
+  (CBOW, ``cbow_mean=1``), the learning rate falls linearly over all words of all epochs.
+* On a GPU, where one-example steps cannot fill the device, the same pairs are generated
+  with tensor operations and trained in mini-batches of ``batch_size`` examples whose
+  gradients all come from the same weights; skip-gram with negative sampling runs the
+  fused Hogwild kernel of :mod:`course_lib.kernels.sgns`. Small mini-batches behave like
+  sequential SGD, very large ones do not (the most frequent words are drawn as negatives
+  hundreds of times per batch); ``benchmarks/word2vec.py`` measures accuracy against batch
+  size. ``engine="torch"`` runs this batched path on the CPU too, the fallback when no C
+  compiler is found.
+
+**Known differences from gensim.** The sigmoid table is indexed exactly (word2vec.c and
+gensim compute its scale in integer arithmetic, see
+:func:`~course_lib.kernels.word2vec_cpu.sigmoid_tables`); outside [-6, 6] σ is taken as 0
+or 1 (word2vec.c's rule for negative sampling) where gensim skips the example. Negatives
+are drawn with an alias table (word2vec.c: a table of 10^8 words; gensim: a binary search),
+the same distribution. The Huffman tree is word2vec.c's; gensim builds another, equally
+optimal one (its heap breaks ties between equal counts differently), and hierarchical
+softmax shapes the vectors after the tree: the two libraries' nearest neighbours then agree
+less than two gensim seeds do, at the same analogy accuracy. Word vectors start uniform in [-1/D, 1/D), as in gensim (word2vec.c:
+[-0.5/D, 0.5/D)). The random numbers differ, so results agree in distribution, not bitwise.
 """
 
 from __future__ import annotations
@@ -55,7 +65,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import threading
 import time
 import warnings
@@ -71,8 +80,11 @@ import torch
 import torch.nn.functional as F
 import tqdm
 
+from .huffman import build_huffman_tree, pad_huffman
+from .kernels import word2vec_cpu
 from .kernels.backend import requested_backend, use_triton
 from .kernels.sgns import MAX_DIM, sgns_step_reference, sgns_step_triton
+from .keyedvectors import _VECTORS_FILE, _VOCAB_FILE, KeyedVectors
 
 __all__ = [
     "AliasTable",
@@ -286,73 +298,6 @@ def sample_negatives(table: AliasTable, shape: tuple[int, ...], generator: torch
 
 
 # ---------------------------------------------------------------------------
-# Hierarchical softmax
-# ---------------------------------------------------------------------------
-
-
-def build_huffman_tree(counts: Sequence[int] | np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
-    """The Huffman codes and paths of hierarchical softmax, built as word2vec.c builds them.
-
-    ``counts`` must be sorted in decreasing order (as :func:`build_vocab` returns them).
-    Leaves are the V words; the V - 1 inner nodes are numbered in the order they are
-    created, so the root is the last one, V - 2. word2vec.c merges the two lightest nodes
-    with two pointers instead of a heap: one walks the leaves from the rarest word up, the
-    other the inner nodes in creation order (their weights only grow); on a tie the inner
-    node wins. Of the two merged nodes, the second gets bit 1.
-
-    Returns ``(codes, points)``: for word ``w``, ``points[w]`` are the inner nodes on the
-    path from the root down to ``w``'s parent (rows of ``syn1``), and ``codes[w][d]`` is the
-    branch taken at ``points[w][d]``. Hierarchical softmax trains the inner node's output
-    vector to predict the label ``1 - code`` with a logistic regression at every step.
-    """
-    V = len(counts)
-    # Leaves, then inner nodes; an inner node not created yet weighs "infinity" (word2vec.c: 1e15).
-    weight = [int(c) for c in counts] + [math.inf] * (V - 1)
-    parent = [0] * (2 * V - 1)
-    bit = [0] * (2 * V - 1)
-    leaf, inner = V - 1, V  # the lightest unused leaf (the rarest word) and inner node
-
-    def pop_lightest() -> int:
-        nonlocal leaf, inner
-        if leaf >= 0 and weight[leaf] < weight[inner]:
-            leaf -= 1
-            return leaf + 1
-        inner += 1
-        return inner - 1
-
-    for a in range(V - 1):  # create inner node V + a
-        first, second = pop_lightest(), pop_lightest()
-        weight[V + a] = weight[first] + weight[second]
-        parent[first] = parent[second] = V + a
-        bit[second] = 1
-
-    root = 2 * V - 2
-    codes, points = [], []
-    for w in range(V):
-        code, point, node = [], [], w
-        while node != root:  # climb to the root, then read the path top-down
-            code.append(bit[node])
-            point.append(parent[node] - V)
-            node = parent[node]
-        codes.append(code[::-1])
-        points.append(point[::-1])
-    return codes, points
-
-
-def pad_huffman(codes: list[list[int]], points: list[list[int]], device) -> tuple[torch.Tensor, ...]:
-    """Pad codes and points into (V, L) tensors plus the (V,) code lengths."""
-    V = len(codes)
-    L = max(1, max((len(c) for c in codes), default=1))
-    code_table = np.zeros((V, L), dtype=np.float32)
-    point_table = np.zeros((V, L), dtype=np.int64)
-    for w, (code, point) in enumerate(zip(codes, points)):
-        code_table[w, : len(code)] = code
-        point_table[w, : len(point)] = point
-    lengths = np.array([len(c) for c in codes], dtype=np.int64)
-    return tuple(torch.from_numpy(t).to(device) for t in (code_table, point_table, lengths))
-
-
-# ---------------------------------------------------------------------------
 # Learning rate
 # ---------------------------------------------------------------------------
 
@@ -423,257 +368,28 @@ def hierarchical_softmax_step(
 
 
 # ---------------------------------------------------------------------------
-# Word vectors
-# ---------------------------------------------------------------------------
-
-_VECTORS_FILE, _VOCAB_FILE = "model.safetensors", "config.json"
-
-
-class KeyedVectors:
-    """Word vectors with gensim's ``KeyedVectors`` interface (a subset).
-
-    ``vectors`` is a (V, D) float32 numpy array whose row ``i`` is the vector of
-    ``index_to_key[i]``; ``kv["king"]`` returns that row."""
-
-    def __init__(self, index_to_key: Sequence[str], vectors: np.ndarray, counts: np.ndarray | None = None):
-        vectors = np.asarray(vectors)
-        if vectors.ndim != 2 or vectors.shape[0] != len(index_to_key):
-            raise ValueError(
-                f"vectors must have shape (len(index_to_key), vector_size) = ({len(index_to_key)}, D), "
-                f"got {vectors.shape}"
-            )
-        self.index_to_key = list(index_to_key)
-        self.key_to_index = {word: i for i, word in enumerate(self.index_to_key)}
-        if len(self.key_to_index) != len(self.index_to_key):
-            raise ValueError("index_to_key contains a word twice")
-        self.vectors = vectors
-        self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
-
-    # -- lookup ---------------------------------------------------------------
-
-    @property
-    def vector_size(self) -> int:
-        return self.vectors.shape[1]
-
-    def __len__(self) -> int:
-        return len(self.index_to_key)
-
-    def __contains__(self, word: object) -> bool:
-        return word in self.key_to_index
-
-    def __repr__(self) -> str:
-        return f"KeyedVectors({len(self)} words, vector_size={self.vector_size})"
-
-    def get_index(self, word: str) -> int:
-        try:
-            return self.key_to_index[word]
-        except KeyError:
-            raise KeyError(f"word {word!r} is not in the vocabulary ({len(self)} words)") from None
-
-    def __getitem__(self, words: str | Sequence[str]) -> np.ndarray:
-        """The vector of one word (D,), or of a list of words (n, D)."""
-        if isinstance(words, str):
-            return self.vectors[self.get_index(words)]
-        return self.vectors[[self.get_index(w) for w in words]]
-
-    def _norms(self) -> np.ndarray:
-        # Recomputed at every call: training updates `vectors` in place, so a cache would go stale.
-        return np.linalg.norm(self.vectors, axis=1)
-
-    def get_normed_vectors(self) -> np.ndarray:
-        """The vectors scaled to unit length (a zero vector stays zero)."""
-        norms = self._norms()
-        return self.vectors / np.where(norms == 0, 1, norms)[:, None].astype(self.vectors.dtype)
-
-    # -- similarity -------------------------------------------------------------
-
-    def similarity(self, w1: str, w2: str) -> float:
-        """Cosine similarity of two words."""
-        a, b = self[w1], self[w2]
-        return float(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)))
-
-    def most_similar(
-        self,
-        positive: str | Sequence[str] | None = None,
-        negative: str | Sequence[str] | None = None,
-        topn: int = 10,
-        restrict_vocab: int | None = None,
-    ) -> list[tuple[str, float]]:
-        """The ``topn`` words closest (by cosine) to the mean of the positive words' unit
-        vectors minus the negative words' ones, leaving out the query words: 3CosAdd, the
-        analogy rule of Mikolov et al. 2013 (``most_similar(["king", "woman"], ["man"])``)."""
-        positive = [positive] if isinstance(positive, str) else list(positive or [])
-        negative = [negative] if isinstance(negative, str) else list(negative or [])
-        if not positive and not negative:
-            raise ValueError("most_similar needs at least one word in positive or negative")
-        if topn < 1:
-            return []
-        query = [self.get_index(w) for w in positive + negative]  # KeyError names an unknown word
-        weights = np.array([1.0] * len(positive) + [-1.0] * len(negative), dtype=self.vectors.dtype)
-        norms = self._norms()
-        mean = (weights[:, None] * self.vectors[query] / norms[query, None]).sum(0) / len(query)
-        mean /= np.linalg.norm(mean)
-        end = len(self) if restrict_vocab is None else min(restrict_vocab, len(self))
-        sims = self.vectors[:end] @ mean / norms[:end]  # (end,) cosine similarities
-        best = np.argsort(-sims, kind="stable")[: topn + len(query)]
-        excluded = set(query)
-        return [(self.index_to_key[i], float(sims[i])) for i in best if i not in excluded][:topn]
-
-    # -- evaluation ---------------------------------------------------------------
-
-    def _ok_vocab(self, restrict_vocab: int, case_insensitive: bool) -> dict[str, int]:
-        """gensim's lookup table: the first ``restrict_vocab`` words (upper-cased when
-        ``case_insensitive``; the most frequent spelling wins)."""
-        ok = self.index_to_key[:restrict_vocab]
-        fold = str.upper if case_insensitive else (lambda w: w)
-        return {fold(w): i for i, w in reversed(list(enumerate(ok)))}
-
-    def evaluate_word_analogies(
-        self, analogies: str | Path, restrict_vocab: int = 300000, case_insensitive: bool = True
-    ) -> tuple[float, list[dict]]:
-        """Accuracy on an analogy file in the format of ``questions-words.txt``, as gensim
-        computes it: for "a b c d", the answer is the word closest to b - a + c by 3CosAdd
-        (:meth:`most_similar`) among the first ``restrict_vocab`` words, the question words
-        excluded. Questions with a word outside those are skipped.
-
-        Returns ``(accuracy, sections)``: each section is ``{"section": name, "correct":
-        [...], "incorrect": [...]}`` (4-tuples, upper-cased when ``case_insensitive``), and the
-        last one, "Total accuracy", pools them all."""
-        fold = str.upper if case_insensitive else (lambda w: w)
-        ok_vocab = self._ok_vocab(restrict_vocab, case_insensitive)
-        end = min(restrict_vocab, len(self))
-        unit = self.get_normed_vectors()[:end]
-        # every row carrying a given (folded) spelling: all of them are excluded as answers
-        rows_of: dict[str, list[int]] = {}
-        for i, w in enumerate(self.index_to_key[:end]):
-            rows_of.setdefault(fold(w), []).append(i)
-
-        sections: list[dict] = []
-        questions: list[tuple[int, tuple[str, str, str, str]]] = []  # (section number, question)
-        with open(analogies, encoding="utf-8", errors="replace") as f:
-            for line_no, line in enumerate(f):
-                if line.startswith(": "):
-                    sections.append({"section": line.lstrip(": ").strip(), "correct": [], "incorrect": []})
-                    continue
-                if not sections:
-                    raise ValueError(f"{analogies}:{line_no + 1}: question before the first ': section' line")
-                words = [fold(w) for w in line.split()]
-                if len(words) != 4:
-                    continue  # gensim skips malformed lines too
-                if all(w in ok_vocab for w in words):
-                    questions.append((len(sections) - 1, tuple(words)))  # type: ignore[arg-type]
-        step = max(1, 2**24 // max(end, 1))  # questions per matrix product: 64 MB of similarities
-        for start in range(0, len(questions), step):
-            batch = questions[start : start + step]
-            a, b, c = (np.array([ok_vocab[q[k]] for _, q in batch]) for k in range(3))
-            query = unit[b] + unit[c] - unit[a]  # (n, D)
-            query /= np.linalg.norm(query, axis=1, keepdims=True)
-            sims = query @ unit.T  # (n, end)
-            for j, (_, q) in enumerate(batch):
-                for w in q[:3]:
-                    sims[j, rows_of[w]] = -np.inf
-            predicted = sims.argmax(1)
-            for (s, q), p in zip(batch, predicted):
-                hit = fold(self.index_to_key[p]) == q[3]
-                sections[s]["correct" if hit else "incorrect"].append(q)
-        total = {
-            "section": "Total accuracy",
-            "correct": [q for s in sections for q in s["correct"]],
-            "incorrect": [q for s in sections for q in s["incorrect"]],
-        }
-        sections.append(total)
-        n = len(total["correct"]) + len(total["incorrect"])
-        return (len(total["correct"]) / n if n else 0.0), sections
-
-    def evaluate_word_pairs(
-        self,
-        pairs: str | Path,
-        delimiter: str = "\t",
-        restrict_vocab: int = 300000,
-        case_insensitive: bool = True,
-    ) -> tuple[tuple[float, float], tuple[float, float], float]:
-        """Correlation between the model's cosine similarities and human judgements in a
-        file like ``wordsim353.tsv`` (``word1<TAB>word2<TAB>score``, ``#`` comments), as gensim
-        computes it. Returns ``((pearson_r, p), (spearman_rho, p), oov_percent)``; pairs with
-        a word outside the first ``restrict_vocab`` words are skipped and counted in
-        ``oov_percent``."""
-        from scipy import stats  # gensim's dependency; imported here because only this needs it
-
-        fold = str.upper if case_insensitive else (lambda w: w)
-        ok_vocab = self._ok_vocab(restrict_vocab, case_insensitive)
-        gold, model, oov = [], [], 0
-        with open(pairs, encoding="utf-8") as f:
-            for line in f:
-                if not line or line.startswith("#"):
-                    continue
-                try:
-                    a, b, score = [fold(w) for w in line.split(delimiter)]
-                    score = float(score)
-                except ValueError:
-                    continue  # gensim skips malformed lines too
-                if a not in ok_vocab or b not in ok_vocab:
-                    oov += 1
-                    continue
-                va, vb = self.vectors[ok_vocab[a]], self.vectors[ok_vocab[b]]
-                gold.append(score)
-                model.append(float(np.dot(va / np.linalg.norm(va), vb / np.linalg.norm(vb))))
-        if not gold:
-            raise ValueError(f"no pair of {pairs} has both words in the vocabulary (or the file is malformed)")
-        pearson = stats.pearsonr(gold, model)
-        spearman = stats.spearmanr(gold, model)
-        return (
-            (float(pearson[0]), float(pearson[1])),
-            (float(spearman[0]), float(spearman[1])),
-            100.0 * oov / (len(gold) + oov),
-        )
-
-    # -- files ----------------------------------------------------------------------
-
-    def save(self, path: str | Path) -> Path:
-        """Write a directory with ``model.safetensors`` (the vectors) and ``config.json``
-        (the vocabulary). No pickle: loading runs no code from the file."""
-        from safetensors.numpy import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"wv.vectors": np.ascontiguousarray(self.vectors, dtype=np.float32)}, str(path / _VECTORS_FILE))
-        vocab = {"index_to_key": self.index_to_key, "counts": None if self.counts is None else self.counts.tolist()}
-        (path / _VOCAB_FILE).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "KeyedVectors":
-        """Read what :meth:`save` (or :meth:`Word2Vec.save`) wrote."""
-        from safetensors.numpy import load_file
-
-        path = Path(path)
-        meta = json.loads((path / _VOCAB_FILE).read_text(encoding="utf-8"))
-        tensors = load_file(str(path / _VECTORS_FILE))
-        return cls(meta["index_to_key"], tensors["wv.vectors"], meta.get("counts"))
-
-
-# ---------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------
 
 
 @dataclass
 class Word2VecConfig:
-    """The hyperparameters, with gensim's names and meanings (except ``sg=1`` by default).
+    """The hyperparameters, with gensim's names, meanings and defaults (CBOW, ``sg=0``).
 
-    ``batch_words``: words per chunk whose pairs, subsampling and negatives are drawn at
-    once (None: 50,000 on the CPU, 2^20 on a GPU); it changes speed and memory, not
-    quality. ``batch_size``: training examples per
-    weight update ((centre, context) pairs for skip-gram, centre words for CBOW); ``None``
-    picks :data:`DEFAULT_BATCH_SIZE` (1024 for the torch path, 4096 pairs per launch of the
-    Triton kernel). ``workers``: CPU threads that train concurrently, sharing the weights
-    without locks (None: up to 4, as many as there are cores; results are reproducible
-    only with ``workers=1``)."""
+    ``shrink_windows``: draw each centre word's window radius uniformly from 1 to
+    ``window`` (word2vec.c, gensim) or always use ``window``. ``batch_words``: words per
+    job, the unit of work a thread takes (None: gensim's 10,000 on the CPU engine, 2^20 for
+    the batched engines, whose pairs and negatives are drawn a job at a time). ``batch_size``:
+    training examples per weight update of the batched engines ((context, centre) pairs for
+    skip-gram, centre words for CBOW); ``None`` picks :data:`DEFAULT_BATCH_SIZE`. The CPU
+    engine updates after every example and ignores it. ``workers``: threads that train
+    concurrently, sharing the weights without locks (gensim's default, 3; results are
+    reproducible only with ``workers=1``)."""
 
     vector_size: int = 100
     window: int = 5
     min_count: int = 5
-    sg: int = 1
+    sg: int = 0
     hs: int = 0
     negative: int = 5
     ns_exponent: float = 0.75
@@ -683,9 +399,10 @@ class Word2VecConfig:
     epochs: int = 5
     cbow_mean: int = 1
     seed: int = 1
+    shrink_windows: bool = True
     batch_words: int | None = None
     batch_size: int | None = None
-    workers: int | None = None
+    workers: int = 3
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, expected: str) -> None:
@@ -694,7 +411,7 @@ class Word2VecConfig:
 
         def is_int(name: str) -> bool:
             v = getattr(self, name)
-            return isinstance(v, (int, np.integer))
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
         def is_real(name: str) -> bool:
             v = getattr(self, name)
@@ -713,26 +430,35 @@ class Word2VecConfig:
         need(is_real("alpha") and self.alpha > 0, "alpha", "a number > 0")
         need(is_real("min_alpha") and 0 <= self.min_alpha <= self.alpha, "min_alpha", f"in [0, alpha={self.alpha}]")
         need(is_int("epochs") and self.epochs >= 1, "epochs", "an int >= 1")
-        need(self.cbow_mean == 1, "cbow_mean", "1 (the mean of the context vectors; the sum is not implemented)")
+        need(self.cbow_mean in (0, 1), "cbow_mean", "1 (the mean of the context vectors) or 0 (their sum)")
         need(is_int("seed"), "seed", "an int")
-        for name in ("batch_words", "batch_size", "workers"):
+        need(self.shrink_windows in (True, False), "shrink_windows", "True or False")
+        for name in ("batch_words", "batch_size"):
             value = getattr(self, name)
             need(value is None or (is_int(name) and value >= 1), name, "None or an int >= 1")
+        need(is_int("workers") and self.workers >= 1, "workers", "an int >= 1")
 
 
-# Training examples per update. Torch path: the gradients of a mini-batch all come from the
-# same weights; with 16k pairs over a 400-word vocabulary training diverges, 1k-4k pairs learn
-# as well as sequential SGD (benchmarks/word2vec.py, part 3). Triton kernel: a launch of 4096
-# programs, in place, keeps the number of programs that can read a row before another
-# program's update to it lands about as small.
+# Training examples per update of the batched engines. torch: the gradients of a mini-batch
+# all come from the same weights; with 16k pairs over a 400-word vocabulary training
+# diverges, 1k-4k pairs learn about as well as sequential SGD on that corpus
+# (benchmarks/word2vec.py, part 4). Triton: a launch of 4096 programs, in place, keeps the
+# number of programs that can read a row before another program's update to it lands small.
 DEFAULT_BATCH_SIZE = {"torch": 1024, "triton": 4096}
+ENGINES = ("c", "torch", "triton")
 
 
 class Word2Vec:
-    """word2vec with gensim's interface; trains at construction when ``sentences`` is given.
+    """word2vec with gensim's interface and defaults; trains at construction when
+    ``sentences`` is given.
 
     >>> model = Word2Vec(sentences, vector_size=50, window=5, min_count=5, sg=1, negative=5)
     >>> model.wv.most_similar(positive=["woman", "king"], negative=["man"], topn=1)
+
+    Beyond gensim's arguments: ``device`` (default: CUDA when available), ``engine`` (None:
+    ``"c"``, the per-example C loop, on the CPU; on CUDA ``"triton"`` for skip-gram with
+    negative sampling and ``"torch"`` otherwise, both batched; see the module docstring),
+    ``batch_size`` and ``progress`` (a tqdm bar).
 
     After training: ``wv`` (the word vectors, a :class:`KeyedVectors`), ``syn1neg`` (the
     output vectors of negative sampling) and ``syn1`` (those of the Huffman tree's inner
@@ -746,7 +472,7 @@ class Word2Vec:
         vector_size: int = 100,
         window: int = 5,
         min_count: int = 5,
-        sg: int = 1,
+        sg: int = 0,
         hs: int = 0,
         negative: int = 5,
         ns_exponent: float = 0.75,
@@ -756,19 +482,26 @@ class Word2Vec:
         epochs: int = 5,
         cbow_mean: int = 1,
         seed: int = 1,
-        device: str | torch.device | None = None,
+        shrink_windows: bool = True,
         batch_words: int | None = None,
+        workers: int = 3,
+        device: str | torch.device | None = None,
+        engine: str | None = None,
         batch_size: int | None = None,
-        workers: int | None = None,
         progress: bool = True,
     ):
         self.config = Word2VecConfig(
             vector_size, window, min_count, sg, hs, negative, ns_exponent, sample, alpha, min_alpha,
-            epochs, cbow_mean, seed, batch_words, batch_size, workers,
+            epochs, cbow_mean, seed, shrink_windows, batch_words, batch_size, workers,
         )
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r}, but torch sees no CUDA device; use device='cpu'")
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"engine must be None or one of {ENGINES}, got {engine!r}")
+        if engine == "c" and self.device.type != "cpu":
+            raise ValueError(f"engine='c' runs on the CPU, but device={self.device}")
+        self.engine = engine
         self.progress = progress
         self.vocab: Vocab | None = None
         self.wv: KeyedVectors | None = None
@@ -811,17 +544,34 @@ class Word2Vec:
 
     # -- training ---------------------------------------------------------------------
 
-    def _use_kernel(self) -> bool:
-        """The fused Triton kernel trains skip-gram with negative sampling (vectors of at most
-        :data:`~course_lib.kernels.sgns.MAX_DIM` dimensions) on CUDA, or wherever the Triton
-        backend is forced; on the CPU the batched torch path is faster than the interpreter
-        by orders of magnitude, so ``auto`` never picks it there."""
-        if not (self.config.sg and self.config.negative) or self.config.vector_size > MAX_DIM:
-            return False
+    def _engine(self) -> str:
+        """Which engine trains (see the class docstring). A forced Triton backend
+        (``force_backend("triton")``, ``COURSE_LIB_BACKEND=triton``) sends skip-gram with
+        negative sampling to the fused kernel even on the CPU, through the interpreter; the
+        CPU engine falls back to the batched torch path, with a warning, if no C compiler
+        is found."""
+        c = self.config
+        fits_kernel = bool(c.sg and c.negative) and c.vector_size <= MAX_DIM
         probe = torch.empty(0, device=self.device)
-        if requested_backend() == "triton":
-            return use_triton(probe, op="word2vec")  # raises if Triton cannot run here
-        return self.device.type == "cuda" and use_triton(probe, op="word2vec")
+        if self.engine is not None:
+            if self.engine == "triton":
+                if not fits_kernel:
+                    raise ValueError(f"engine='triton' trains skip-gram with negative sampling and vector_size <= "
+                                     f"{MAX_DIM}, got sg={c.sg}, negative={c.negative}, vector_size={c.vector_size}")
+                use_triton(probe, op="word2vec")  # raises if Triton cannot run here
+            return self.engine
+        if requested_backend() == "triton" and fits_kernel:
+            use_triton(probe, op="word2vec")  # raises if Triton cannot run here
+            return "triton"
+        if self.device.type == "cpu":
+            try:
+                word2vec_cpu.library()
+                return "c"
+            except RuntimeError as error:
+                warnings.warn(f"{error}; training with the batched torch engine instead (slower, and "
+                              "mini-batches are not word2vec's sequential updates)", RuntimeWarning, stacklevel=3)
+                return "torch"
+        return "triton" if fits_kernel and use_triton(probe, op="word2vec") else "torch"
 
     def train(self, sentences: Iterable[Sequence[str]], epochs: int | None = None) -> "Word2Vec":
         """Train for ``epochs`` (default: the config's) passes over ``sentences``, the learning
@@ -833,12 +583,106 @@ class Word2Vec:
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
         sentences = _materialize(sentences)
-        token_ids, sentence_ids, n_tokens = _encode(sentences, self.wv.key_to_index)
-        n_train = len(token_ids)  # vocabulary tokens per epoch, before subsampling
+        tokens, starts, n_tokens = _encode(sentences, self.wv.key_to_index)
+        n_train = len(tokens)  # vocabulary tokens per epoch, before subsampling
         if n_train == 0:
             raise ValueError("no word of these sentences is in the vocabulary")
+        engine = self._engine()
+        batch_words = c.batch_words or (10_000 if engine == "c" else 2**20)
+        workers = c.workers if self.device.type == "cpu" else 1  # a GPU is fed by one thread
+        if workers > 1:  # at least 4 jobs per worker and epoch, or the epochs would overlap much
+            batch_words = min(batch_words, max(1000, -(-n_train // (4 * workers))))
+        chunks = _chunks(starts, batch_words)
+        jobs = [(epoch, first, last) for epoch in range(epochs) for first, last in chunks]
+        train_job = (self._c_trainer if engine == "c" else self._batched_trainer)(tokens, starts, engine)
+
+        def learning_rates(epoch: int, first: int, last: int) -> tuple[float, float]:
+            # linear over all training words of all epochs (word2vec.c, gensim)
+            done = epoch * n_train
+            total = epochs * n_train
+            return (linear_decay(c.alpha, c.min_alpha, (done + starts[first]) / total),
+                    linear_decay(c.alpha, c.min_alpha, (done + starts[last]) / total))
+
+        losses = [[0.0, 0] for _ in range(epochs)]  # per epoch: summed loss, training examples
+        bar = tqdm.tqdm(total=n_tokens * epochs, unit="word", unit_scale=True, disable=not self.progress,
+                        desc="word2vec")
+        lock = threading.Lock()
+        queue = iter(enumerate(jobs))
+
+        def worker(number: int) -> None:
+            state = train_job.start(number)
+            while True:
+                with lock:
+                    index, job = next(queue, (None, None))
+                if job is None:
+                    return
+                epoch, first, last = job
+                loss, n = train_job(state, index, first, last, *learning_rates(*job))
+                with lock:
+                    losses[epoch][0] += float(loss)  # on the GPU, one host sync per job
+                    losses[epoch][1] += n
+                    bar.update(round(n_tokens * (starts[last] - starts[first]) / n_train))
+                    rate = bar.n / (time.perf_counter() - start)
+                    bar.set_postfix(words_s=f"{rate:,.0f}", loss=f"{losses[epoch][0] / max(losses[epoch][1], 1):.3f}",
+                                    refresh=False)
+
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)  # the batched engine's small ops: one thread each is fastest
+        start = time.perf_counter()
+        try:
+            if workers == 1:
+                worker(0)
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    for future in [pool.submit(worker, k) for k in range(workers)]:
+                        future.result()  # re-raises a worker's exception here
+            train_job.finish()
+            elapsed = time.perf_counter() - start
+        finally:
+            bar.close()
+            torch.set_num_threads(threads)
+        self.epoch_losses = [total / max(n, 1) for total, n in losses]
+        first, last = self.epoch_losses[0], self.epoch_losses[-1]
+        if not math.isfinite(last) or last > 1.5 * first:  # training made the model worse
+            hint = f"lower batch_size (now {train_job.batch_size}) or alpha" if engine != "c" else "lower alpha"
+            warnings.warn(f"word2vec training diverged (loss per epoch: {self.epoch_losses}); {hint} "
+                          f"(now {c.alpha})", RuntimeWarning, stacklevel=2)
+        self.last_words_per_second = n_tokens * epochs / elapsed
+        return self
+
+    # -- the CPU engine: word2vec.c's loop in C ----------------------------------------
+
+    def _c_trainer(self, tokens: np.ndarray, starts: np.ndarray, engine: str) -> "_Trainer":
+        c = self.config
+        counts = self.vocab.counts
+        noise = make_alias_table(noise_distribution(counts, c.ns_exponent)) if c.negative else None
+        huffman = pad_huffman(*build_huffman_tree(counts), "cpu") if c.hs else None
+        tables = word2vec_cpu.make_tables(
+            keep_probability(counts, c.sample) if c.sample else None,
+            None if noise is None else noise.prob.numpy(), None if noise is None else noise.alias.numpy(),
+            None if huffman is None else [t.numpy() for t in huffman],
+        )
+        model = word2vec_cpu.model_struct(
+            self.wv.vectors, self.syn1neg, self.syn1, tables, sg=c.sg, hs=c.hs, negative=c.negative,
+            window=c.window, cbow_mean=c.cbow_mean, shrink_windows=c.shrink_windows,
+        )
+        keep_alive = (tables, self.wv.vectors, self.syn1neg, self.syn1)  # the struct holds raw pointers
+
+        def train_job(state, index, first, last, alpha_start, alpha_end):
+            # one C call per job, the GIL released: the threads train in parallel. Like gensim
+            # (per job) and word2vec.c (per 10,000 words), the rate is held for the whole job.
+            loss, examples, _ = word2vec_cpu.train_chunk(
+                model, tokens, starts, first, last, alpha_start, _job_seed(c.seed, index))
+            return loss, examples
+
+        return _Trainer(train_job, keep_alive=keep_alive)
+
+    # -- the batched engines: mini-batches of tensor operations -------------------------
+
+    def _batched_trainer(self, tokens: np.ndarray, starts: np.ndarray, engine: str) -> "_Trainer":
+        c = self.config
         device = self.device
-        on_cpu = device.type == "cpu"
         # On the CPU, torch.from_numpy shares memory: training updates wv.vectors in place.
         W_in = torch.from_numpy(self.wv.vectors).to(device)
         syn1neg = torch.from_numpy(self.syn1neg).to(device) if c.negative else None
@@ -849,79 +693,34 @@ class Word2Vec:
             noise=_to(make_alias_table(noise_distribution(counts, c.ns_exponent)), device) if c.negative else None,
             huffman=pad_huffman(*build_huffman_tree(counts), device) if c.hs else None,
         )
-        use_kernel = self._use_kernel()
-        batch_size = c.batch_size or DEFAULT_BATCH_SIZE["triton" if use_kernel else "torch"]
-        # CPU: `workers` threads share the weights without locks (Hogwild, as gensim's and
-        # word2vec.c's threads do), each running torch ops single-threaded: mini-batches are
-        # too small for torch's own intra-op threads to pay off. GPU: one thread.
-        workers = 1 if not on_cpu else (c.workers or _default_workers())
-        ids = torch.from_numpy(token_ids).to(device)
-        sents = torch.from_numpy(sentence_ids).to(device)
-        chunk = c.batch_words or (50_000 if on_cpu else 2**20)
-        if workers > 1:  # at least 4 chunks per worker and epoch, or the epochs would overlap
-            chunk = min(chunk, max(1000, -(-n_train // (4 * workers))))
-        jobs = iter([(epoch, lo, hi) for epoch in range(epochs) for lo, hi in _chunk_bounds(sentence_ids, chunk)])
-        lock = threading.Lock()
-        losses = [[0.0, 0] for _ in range(epochs)]  # per epoch: summed loss, training examples
-        bar = tqdm.tqdm(
-            total=n_tokens * epochs, unit="word", unit_scale=True, disable=not self.progress, desc="word2vec"
-        )
+        batch_size = c.batch_size or DEFAULT_BATCH_SIZE[engine]
+        ids = torch.from_numpy(tokens).to(device)
+        lengths = np.diff(starts)
+        sents = torch.from_numpy(np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)).to(device)
+        use_kernel = engine == "triton"
 
-        def worker(number: int) -> None:
-            generator = torch.Generator(device).manual_seed(c.seed + 7919 * number)
-            while True:
-                with lock:
-                    epoch, lo, hi = next(jobs, (None, 0, 0))
-                if epoch is None:
-                    return
-                done = epoch * n_train + lo  # training words before this chunk
+        def train_job(generator, index, first, last, alpha_start, alpha_end):
+            lo, hi = int(starts[first]), int(starts[last])
 
-                def lr_at(position: int) -> float:
-                    return linear_decay(c.alpha, c.min_alpha, (done + position) / (epochs * n_train))
+            def lr_at(position: int) -> float:  # position: a token of the job
+                return alpha_start + (alpha_end - alpha_start) * position / max(hi - lo, 1)
 
-                loss, n = self._train_chunk(
-                    ids[lo:hi], sents[lo:hi], W_in, syn1neg, syn1, tables, generator, lr_at, batch_size, use_kernel
-                )
-                with lock:
-                    losses[epoch][0] += float(loss)  # a host sync on the GPU, once per chunk
-                    losses[epoch][1] += n
-                    bar.update(round(n_tokens * (hi - lo) / n_train))
-                    rate = bar.n / (time.perf_counter() - start)
-                    mean_loss = losses[epoch][0] / max(losses[epoch][1], 1)
-                    bar.set_postfix(words_s=f"{rate:,.0f}", loss=f"{mean_loss:.3f}", refresh=False)
+            return self._train_chunk(ids[lo:hi], sents[lo:hi], W_in, syn1neg, syn1, tables, generator, lr_at,
+                                     batch_size, use_kernel)
 
-        threads = torch.get_num_threads()
-        if on_cpu:
-            torch.set_num_threads(1)
-        start = time.perf_counter()
-        try:
-            if workers == 1:
-                worker(0)
-            else:
-                with ThreadPoolExecutor(workers) as pool:
-                    for future in [pool.submit(worker, k) for k in range(workers)]:
-                        future.result()  # re-raises a worker's exception here
+        def finish():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            elapsed = time.perf_counter() - start
-        finally:
-            bar.close()
-            torch.set_num_threads(threads)
-        self.epoch_losses = [total / max(n, 1) for total, n in losses]
-        first, last = self.epoch_losses[0], self.epoch_losses[-1]
-        if not math.isfinite(last) or last > 1.5 * first:  # training made the model worse
-            warnings.warn(
-                f"word2vec training diverged (loss per epoch: {self.epoch_losses}); lower batch_size "
-                f"(now {batch_size}) or alpha (now {c.alpha})", RuntimeWarning, stacklevel=2,
-            )
-        self.last_words_per_second = n_tokens * epochs / elapsed
-        if not on_cpu:  # bring the weights home
-            self.wv.vectors[...] = W_in.cpu().numpy()
-            if c.negative:
-                self.syn1neg[...] = syn1neg.cpu().numpy()
-            if c.hs:
-                self.syn1[...] = syn1.cpu().numpy()
-        return self
+                self.wv.vectors[...] = W_in.cpu().numpy()  # bring the weights home
+                if c.negative:
+                    self.syn1neg[...] = syn1neg.cpu().numpy()
+                if c.hs:
+                    self.syn1[...] = syn1.cpu().numpy()
+
+        def start(number: int) -> torch.Generator:
+            return torch.Generator(device).manual_seed(c.seed + 7919 * number)
+
+        return _Trainer(train_job, start=start, finish=finish, batch_size=batch_size)
 
     def _train_chunk(self, ids, sents, W_in, syn1neg, syn1, tables, generator, lr_at, batch_size, use_kernel):
         """Subsample a chunk of tokens, draw its windows and negatives, and train on them in
@@ -930,7 +729,10 @@ class Word2Vec:
         keep = subsample(ids, tables.keep_prob, generator)
         position = keep.nonzero().squeeze(1)  # where each kept token was, for the learning rate
         ids, sents = ids[keep].long(), sents[keep]
-        radius = reduced_windows(len(ids), c.window, generator, ids.device)
+        if c.shrink_windows:
+            radius = reduced_windows(len(ids), c.window, generator, ids.device)
+        else:
+            radius = torch.full((len(ids),), c.window, device=ids.device)
         centre_pos, context_pos = context_pairs(sents, radius, c.window)
         loss = torch.zeros((), dtype=torch.float64, device=ids.device)
         if len(centre_pos) == 0:
@@ -943,7 +745,7 @@ class Word2Vec:
             bounds = _batches(n, batch_size)
             lrs = _batch_lrs(lr_at, position, centre_pos, bounds)
             for (s, e), lr in zip(bounds, lrs):
-                loss += self._sg_batch(W_in, syn1neg, syn1, tables, centres[s:e], contexts[s:e],
+                loss += self._sg_batch(W_in, syn1neg, syn1, tables, contexts[s:e], centres[s:e],
                                        None if negatives is None else negatives[s:e], lr, use_kernel)
             return loss, n
 
@@ -965,29 +767,32 @@ class Word2Vec:
             )
         return loss, n
 
-    def _sg_batch(self, W_in, syn1neg, syn1, tables, centres, contexts, negatives, lr, use_kernel):
-        """Skip-gram: the centre word's vector predicts each context word."""
+    def _sg_batch(self, W_in, syn1neg, syn1, tables, inputs, targets, negatives, lr, use_kernel):
+        """Skip-gram, in word2vec.c's direction: the input vector of each context word
+        (``inputs``) predicts its centre word (``targets``)."""
         loss = 0.0
         neu1e = None
         if self.config.hs:  # computed before the NS step touches W_in, applied after it
-            v = W_in.index_select(0, centres)
-            neu1e, hs_loss = hierarchical_softmax_step(v, syn1, contexts, *tables.huffman, lr)
+            v = W_in.index_select(0, inputs)
+            neu1e, hs_loss = hierarchical_softmax_step(v, syn1, targets, *tables.huffman, lr)
             loss = hs_loss.sum()
         if negatives is not None:
             step = sgns_step_triton if use_kernel else sgns_step_reference
-            loss = loss + step(W_in, syn1neg, centres, contexts, negatives, lr).sum()
+            loss = loss + step(W_in, syn1neg, inputs, targets, negatives, lr).sum()
         if neu1e is not None:
-            W_in.index_add_(0, centres, neu1e)
+            W_in.index_add_(0, inputs, neu1e)
         return loss
 
     def _cbow_batch(self, W_in, syn1neg, syn1, tables, targets, context_ids, slot, n_contexts, negatives, lr):
-        """CBOW: the mean of the context vectors predicts the centre word; every context
-        vector then receives the whole of ``neu1e`` (word2vec.c and gensim, cbow_mean=1).
+        """CBOW: the mean (``cbow_mean=1``) or sum of the context vectors predicts the centre
+        word; every context vector then receives the whole of ``neu1e`` (the mean) or
+        ``neu1e`` divided by the number of context words (the sum), as in gensim.
         ``slot`` (P,) says which of the B examples each context word belongs to."""
         B, D = len(targets), W_in.shape[1]
         h = torch.zeros(B, D, dtype=W_in.dtype, device=W_in.device)
         h.index_add_(0, slot, W_in.index_select(0, context_ids))  # (B, D) the sum of the context vectors
-        h /= n_contexts[:, None].to(h.dtype)  # ... and their mean
+        if self.config.cbow_mean:
+            h /= n_contexts[:, None].to(h.dtype)  # ... and their mean
         neu1e = torch.zeros_like(h)
         loss = 0.0
         if self.config.hs:
@@ -998,6 +803,8 @@ class Word2Vec:
             e, l_ns = negative_sampling_step(h, syn1neg, targets, negatives, lr)
             neu1e += e
             loss = loss + l_ns.sum()
+        if not self.config.cbow_mean:
+            neu1e /= n_contexts[:, None].to(h.dtype)
         W_in.index_add_(0, context_ids, neu1e.index_select(0, slot))
         return loss
 
@@ -1036,7 +843,9 @@ class Word2Vec:
         if "config" not in meta:
             raise ValueError(f"{path} holds only word vectors (KeyedVectors.save); load it with KeyedVectors.load")
         known = {f.name for f in fields(Word2VecConfig)}
-        model = cls(**{k: v for k, v in meta["config"].items() if k in known}, device=device, progress=progress)
+        # (files written before workers became an int stored None: the default then applies)
+        config = {k: v for k, v in meta["config"].items() if k in known and not (k == "workers" and v is None)}
+        model = cls(**config, device=device, progress=progress)
         tensors = load_file(str(path / _VECTORS_FILE))
         counts = np.asarray(meta["counts"], dtype=np.int64)
         model.vocab = Vocab(meta["index_to_key"], counts, meta.get("n_sentences", 0), meta.get("n_tokens", 0))
@@ -1051,6 +860,20 @@ class Word2Vec:
 # ---------------------------------------------------------------------------
 
 
+class _Trainer:
+    """One engine's training of a job: ``trainer(state, job_index, first, last, alpha_start,
+    alpha_end) -> (loss, examples)``; ``start(worker)`` makes a thread's state (its random
+    generator), ``finish()`` runs once after the last job."""
+
+    def __init__(self, train_job, start=lambda number: None, finish=lambda: None, batch_size=None, keep_alive=None):
+        self._train_job, self.start, self.finish = train_job, start, finish
+        self.batch_size = batch_size
+        self._keep_alive = keep_alive
+
+    def __call__(self, *args):
+        return self._train_job(*args)
+
+
 @dataclass
 class _Tables:
     keep_prob: torch.Tensor  # (V,)
@@ -1062,13 +885,13 @@ def _to(table: AliasTable, device) -> AliasTable:
     return AliasTable(*(t.to(device) for t in table))
 
 
-def _default_workers() -> int:
-    """gensim's default is 3 threads; use up to 4, but no more than the cores we may run on."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+def _job_seed(seed: int, job: int) -> int:
+    """A 64-bit seed for the C engine's generator, different for every job (SplitMix64):
+    the random numbers of a job do not depend on which thread runs it."""
+    x = (seed * 0x9E3779B97F4A7C15 + (job + 1) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return x ^ (x >> 31)
 
 
 def _materialize(sentences):
@@ -1079,32 +902,34 @@ def _materialize(sentences):
 
 def _encode(sentences, key_to_index) -> tuple[np.ndarray, np.ndarray, int]:
     """The corpus as vocabulary indices (out-of-vocabulary words removed, so windows reach
-    past them, as in word2vec.c) with each token's sentence number; plus the token count."""
-    ids, sentence_of, n_tokens = [], [], 0
-    lookup = key_to_index.get
+    past them, as in word2vec.c): ``tokens`` (N,) int32 and ``starts`` (S + 1,) int64,
+    sentence ``s`` being ``tokens[starts[s]:starts[s + 1]]``; plus the corpus's token count.
+    The lookups run in ``map`` and numpy, not in a Python loop: on one epoch of CBOW, a loop
+    here took longer than the training."""
     for number, sentence in enumerate(sentences):
-        sentence = _sentence_tokens(sentence, number)
-        n_tokens += len(sentence)
-        known = [i for i in map(lookup, sentence) if i is not None]
-        ids.append(known)
-        sentence_of.append(len(known))
-    token_ids = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32)
-    sentence_ids = np.repeat(np.arange(len(sentence_of), dtype=np.int64), sentence_of)
-    return token_ids, sentence_ids, n_tokens
+        if isinstance(sentence, (str, bytes)):
+            _sentence_tokens(sentence, number)  # raises, naming the sentence
+        if not hasattr(sentence, "__len__"):
+            raise TypeError(f"sentence {number} is a {type(sentence).__name__}; each sentence must be a list of tokens")
+    lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+    n_tokens = int(lengths.sum())
+    ids = np.fromiter(map(key_to_index.get, itertools.chain.from_iterable(sentences), itertools.repeat(-1)),
+                      dtype=np.int64, count=n_tokens)
+    known = ids >= 0
+    kept = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[known], minlength=len(lengths))
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(kept, out=starts[1:])
+    return ids[known].astype(np.int32), starts, n_tokens
 
 
-def _chunk_bounds(sentence_ids: np.ndarray, batch_words: int) -> list[tuple[int, int]]:
-    """Split the token stream into runs of about ``batch_words`` tokens at sentence starts."""
-    n = len(sentence_ids)
-    bounds, lo = [], 0
-    while lo < n:
-        hi = min(lo + batch_words, n)
-        if hi < n:  # move back to the start of the sentence that straddles hi
-            start = int(np.searchsorted(sentence_ids, sentence_ids[hi], side="left"))
-            hi = start if start > lo else int(np.searchsorted(sentence_ids, sentence_ids[hi], side="right"))
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
+def _chunks(starts: np.ndarray, batch_words: int) -> list[tuple[int, int]]:
+    """Split the sentences into jobs ``(first, last)`` of about ``batch_words`` tokens: a
+    sentence goes to the job in which it starts (so a job exceeds ``batch_words`` by less
+    than one sentence)."""
+    job_of = starts[:-1] // batch_words  # non-decreasing
+    firsts = np.flatnonzero(np.diff(job_of, prepend=-1))
+    bounds = np.append(firsts, len(job_of))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -1115,5 +940,3 @@ def _batch_lrs(lr_at, position: torch.Tensor, centre_of_example: torch.Tensor, b
     """The learning rate of each mini-batch, taken at its first centre word."""
     firsts = centre_of_example[torch.tensor([s for s, _ in bounds], device=centre_of_example.device)]
     return [lr_at(p) for p in position[firsts].tolist()]
-
-

@@ -15,7 +15,12 @@ changes the K + 2 rows it touches by
 (Mikolov et al. 2013, "Distributed Representations of Words and Phrases", eq. 4;
 the update is word2vec.c's, where ``g`` carries the learning rate.) As in word2vec.c
 and gensim, a negative that happens to equal the context word is skipped: it
-contributes neither to the loss nor to the update.
+contributes neither to the loss nor to the update. The names follow the paper; training
+(:class:`course_lib.word2vec.Word2Vec` on a GPU) passes the pairs in word2vec.c's
+direction, the context word's row of ``W_in`` predicting the centre word's row of
+``W_out``, which gives the same pairs with the roles swapped. On the CPU, word2vec trains
+with the per-pair C loop of :mod:`course_lib.kernels.word2vec_cpu` instead: this batched
+step is the GPU's way.
 
 **Reference semantics.** :func:`sgns_step_reference` computes every pair's gradient
 from the weights as they were *before* the step and adds all of them with
