@@ -17,6 +17,7 @@ launch (:mod:`course_lib.kernels.optim_step`) instead of one small op per tensor
 torch's switches between its own implementations (``foreach``, ``capturable``,
 ``differentiable``) are not offered: here there is the plain path and the fused one.
 Learning-rate schedules live in :mod:`course_lib.schedules` and are re-exported here.
+``clip_grad_norm_`` is torch.nn.utils.clip_grad_norm_ (gradient clipping by global norm).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from torch.optim import Optimizer
 
 from .kernels.optim_step import fused_adam_step, fused_sgd_step, optimizer_state_dtype
 from .schedules import layerwise_lr_groups, linear_warmup_cosine_decay, linear_warmup_linear_decay, slanted_triangular
+from .schedules import inverse_sqrt_warmup
 
 __all__ = [
     "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW",
     "sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step",
     "linear_warmup_linear_decay", "linear_warmup_cosine_decay", "slanted_triangular", "layerwise_lr_groups",
+    "inverse_sqrt_warmup", "clip_grad_norm_",
 ]  # fmt: skip
 
 
@@ -418,3 +421,41 @@ class AdamW(Adam):
                  maximize=False, fused=None):  # fmt: skip
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, fused=fused,
                          decoupled_weight_decay=True)  # fmt: skip
+
+
+# ---- gradient clipping by global norm -------------------------------------------------------
+
+
+@torch.no_grad()
+def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False):
+    """Scale all gradients by one factor so that their joint norm is at most ``max_norm``.
+
+    ‖g‖ = ‖(‖g_1‖, ‖g_2‖, ...)‖      the norm of every gradient together, as one long vector
+    g_i ← g_i · min(1, max_norm / (‖g‖ + 1e-6))
+    One factor for all tensors keeps the update's direction and caps only its length (BERT
+    and GPT-3 clip at 1.0). Returns ‖g‖ before clipping. This is torch.nn.utils.clip_grad_norm_,
+    operation for operation: it multiplies even when the factor is 1 (on a GPU that avoids
+    waiting for the norm on the CPU), and it adds 1e-6, which Google's BERT code
+    (tf.clip_by_global_norm: g · max_norm / max(‖g‖, max_norm)) does not.
+    """
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    grads = [p.grad for p in parameters if p.grad is not None]
+    max_norm, norm_type = float(max_norm), float(norm_type)
+    _check(max_norm >= 0.0, f"clip_grad_norm_: max_norm must be >= 0, got {max_norm}")
+    if not grads:
+        return torch.tensor(0.0)
+    by_kind: dict[tuple, list[torch.Tensor]] = {}  # torch stacks the norms grouped by device and dtype
+    for g in grads:
+        by_kind.setdefault((g.device, g.dtype), []).append(g)
+    norms = [torch.linalg.vector_norm(g, norm_type) for kind in by_kind.values() for g in kind]
+    total_norm = torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]), norm_type)
+    if error_if_nonfinite and not torch.isfinite(total_norm):
+        raise RuntimeError(
+            f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total_norm.item()}, "
+            "so they cannot be clipped (pass error_if_nonfinite=False to scale them anyway)"
+        )
+    clip_coef = torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(clip_coef.to(g.device))
+    return total_norm

@@ -9,7 +9,9 @@ bookkeeping (``initial_lr`` per group, ``state_dict``, ``get_last_lr``).
 * ``linear_warmup_linear_decay``: BERT (Devlin et al. 2019) as Hugging Face writes it.
 * ``linear_warmup_cosine_decay``: GPT-2/3 and nanoGPT.
 * ``slanted_triangular``: ULMFiT (Howard & Ruder 2018, eq. 3).
-* ``layerwise_lr_groups``: discriminative fine-tuning (ULMFiT) / layer-wise decay (BERT).
+* ``inverse_sqrt_warmup``: the Transformer (Vaswani et al. 2017, eq. 3), where warm-up for
+  Transformers began: linear up to the peak, then 1/√t.
+* ``layerwise_lr_groups``: discriminative fine-tuning (ULMFiT) / layer-wise LR decay (BERT).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def linear_warmup_linear_decay_factor(t: int, warmup_steps: int, total_steps: in
 def linear_warmup_cosine_decay_factor(t: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> float:
     """0 → 1 linearly over the warm-up, then half a cosine from 1 down to ``min_lr_ratio``
     at ``total_steps``, and ``min_lr_ratio`` after. GPT (Radford et al. 2018) anneals to 0;
-    GPT-3 (Brown et al. 2020) and nanoGPT stop at 10% of the peak (min_lr_ratio=0.1)."""
+    GPT-3 (Brown et al. 2020) and nanoGPT stop at 10% of the peak (min_lr_ratio=0.1).
+    ``total_steps`` is where the decay ends, not necessarily the end of the run: GPT-3 decays
+    over 260B tokens and then trains on at 10% to 300B (Brown et al. 2020, Appendix B)."""
     if t < warmup_steps:
         return t / warmup_steps
     progress = min(1.0, (t - warmup_steps) / max(1, total_steps - warmup_steps))  # 0 → 1
@@ -69,6 +73,20 @@ def slanted_triangular_factor(t: int, total_steps: int, cut_frac: float = 0.1, r
     else:
         p = max(0.0, 1 - (t - cut) / (cut * (1 / cut_frac - 1)))
     return (1 + p * (ratio - 1)) / ratio
+
+
+def inverse_sqrt_warmup_factor(t: int, warmup_steps: int) -> float:
+    """The Transformer's schedule (Vaswani et al. 2017, eq. 3) as a fraction of its peak:
+
+        f(t) = min(t / W, √(W / t))      (0 at t = 0, 1 at t = W)
+
+    The paper's rate is d_model^-0.5 · min(s^-0.5, s · W^-1.5) at step s = 1, 2, ...; it is
+    peak · f(s) with peak = d_model^-0.5 · W^-0.5 (7.0e-4 for d_model = 512, W = 4000).
+    A linear climb to the peak, then a decay like 1/√t that never reaches zero, so the
+    schedule needs no total number of steps."""
+    if t < warmup_steps:
+        return t / warmup_steps
+    return math.sqrt(warmup_steps / t)
 
 
 # ---- schedulers -----------------------------------------------------------------------------
@@ -111,6 +129,15 @@ def slanted_triangular(
     return LambdaLR(optimizer, factor, last_epoch)
 
 
+def inverse_sqrt_warmup(optimizer, warmup_steps: int, last_epoch: int = -1) -> LambdaLR:
+    """The Transformer's schedule: see :func:`inverse_sqrt_warmup_factor`. The optimizer's lr
+    is the peak, reached at t = ``warmup_steps``."""
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be an int >= 1 (the step of the peak), got {warmup_steps!r}")
+    factor = functools.partial(inverse_sqrt_warmup_factor, warmup_steps=warmup_steps)
+    return LambdaLR(optimizer, factor, last_epoch)
+
+
 # ---- layer-wise learning rates --------------------------------------------------------------
 
 
@@ -128,8 +155,9 @@ def layerwise_lr_groups(
         lr_l = base_lr · decay^(L - l)
 
     so the top layer trains at ``base_lr``. ULMFiT's discriminative fine-tuning uses
-    decay = 1/2.6 (lr_{l-1} = lr_l / 2.6); layer-wise decay for BERT (Sun et al. 2019,
-    "How to Fine-Tune BERT") uses about 0.95. Pass the result to any optimizer; a
+    decay = 1/2.6 (lr_{l-1} = lr_l / 2.6); for BERT, Sun et al. (2019, "How to Fine-Tune
+    BERT") call it "layer-wise decreasing layer rate" and use 0.95 (later work: "layer-wise
+    learning-rate decay"). Pass the result to any optimizer; a
     schedule then multiplies every group's lr by the same factor. Each group also
     records its ``layer`` and parameter ``names``; frozen parameters are left out."""
     if base_lr < 0:

@@ -342,6 +342,61 @@ def test_schedule_errors(make, message):
         make(sgd())
 
 
+def test_inverse_sqrt_warmup_is_the_transformers_rate():
+    # Vaswani et al. (2017), eq. 3: d^-0.5 · min(s^-0.5, s · W^-1.5), with the peak d^-0.5 · W^-0.5 as lr.
+    d_model, warmup = 512, 40
+    got = lrs(schedules.inverse_sqrt_warmup(sgd(d_model**-0.5 * warmup**-0.5), warmup_steps=warmup), 400)
+    paper = [d_model**-0.5 * min(s**-0.5, s * warmup**-1.5) for s in range(1, 400)]
+    assert got[0] == 0.0 and got[1:] == pytest.approx(paper, rel=1e-13)
+    assert max(got) == got[warmup] == pytest.approx(d_model**-0.5 * warmup**-0.5)
+    assert got[4 * warmup] == pytest.approx(got[warmup] / 2)  # 1/√t after the peak
+    assert co.inverse_sqrt_warmup is schedules.inverse_sqrt_warmup
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="warmup_steps must be an int >= 1"):
+            schedules.inverse_sqrt_warmup(sgd(), warmup_steps=bad)
+
+
+# ---- gradient clipping --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("max_norm", [0.3, 1e6], ids=["clips", "no-op"])
+def test_clip_grad_norm_matches_torch(dtype, norm_type, max_norm):
+    shapes = [s for s in SHAPES if math.prod(s) or norm_type != math.inf]  # inf-norm of empty: no identity
+    g = torch.Generator().manual_seed(1)
+    grads = [3 * torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+    ours, theirs = ([torch.zeros(s, dtype=dtype, requires_grad=True) for s in shapes] for _ in range(2))
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if i != 2:  # one parameter without a gradient
+            a.grad, b.grad = grads[i].clone(), grads[i].clone()
+    total_ours = co.clip_grad_norm_(ours, max_norm, norm_type)
+    total_theirs = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+    assert torch.equal(total_ours, total_theirs)
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs) if a.grad is not None)
+    clipped = torch.linalg.vector_norm(torch.cat([a.grad.reshape(-1) for a in ours if a.grad is not None]), norm_type)
+    assert clipped.item() <= max_norm * (1 + 1e-6) and (max_norm < 1 or torch.equal(ours[0].grad, grads[0]))
+
+
+def test_clip_grad_norm_mixed_dtypes_and_errors():
+    dtypes = [torch.float32, torch.float64, torch.float32, torch.bfloat16]
+    ours, theirs = ([torch.zeros(3 + i, dtype=dt, requires_grad=True) for i, dt in enumerate(dtypes)] for _ in range(2))
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        a.grad = torch.linspace(-2, 3, a.numel(), dtype=a.dtype) * (i + 1)
+        b.grad = a.grad.clone()
+    assert torch.equal(co.clip_grad_norm_(ours, 0.5), torch.nn.utils.clip_grad_norm_(theirs, 0.5))
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
+    single = torch.ones(4, requires_grad=True)
+    single.grad = torch.full((4,), 2.0)
+    assert co.clip_grad_norm_(single, 1.0).item() == 4.0  # a lone tensor is accepted, as in torch
+    assert torch.equal(co.clip_grad_norm_([torch.zeros(2, requires_grad=True)], 1.0), torch.tensor(0.0))
+    with pytest.raises(ValueError, match="max_norm must be >= 0, got -1.0"):
+        co.clip_grad_norm_([single], -1.0)
+    single.grad[0] = math.nan
+    with pytest.raises(RuntimeError, match="total norm of order 2.0 of the gradients is nan"):
+        co.clip_grad_norm_([single], 1.0, error_if_nonfinite=True)
+
+
 class TinyModel(torch.nn.Module):
     def __init__(self):
         super().__init__()
