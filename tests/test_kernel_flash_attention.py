@@ -203,6 +203,32 @@ def test_reference_matches_naive(B, nh, T, hs, lengths):
     check(q, k, v, padding_mask(B, T, lengths) if lengths else None, "torch")
 
 
+@pytest.mark.parametrize("Tq, Tk, causal, lengths, bias_shape", [
+    (1, 37, True, [37, 20, 1], None),  # decoding: one new query against a long KV cache
+    (5, 23, True, [23, 9, 0], (1, 3, 5, 23)),  # a row with no visible key, and a bias
+    (7, 7, False, [7, 3, 2], (3, 1, 1, 7)),
+    (4, 11, True, None, None),
+])  # fmt: skip
+def test_inference_path_matches_naive(Tq, Tk, causal, lengths, bias_shape):
+    """Without gradients the CPU reference is one fused PyTorch call (no row statistics kept);
+    it must keep every convention of the autograd path: bottom-right causal mask, key padding,
+    bias, zeros for a row with no visible key."""
+    for dtype in (torch.float32, torch.float64):
+        q, k, v = make(3, 3, Tq, Tk, 16, dtype, seed=Tq)
+        mask = padding_mask(3, Tk, lengths) if lengths else None
+        bias = torch.randn(bias_shape, dtype=dtype, generator=torch.Generator().manual_seed(2)) if bias_shape else None
+        with backend.force_backend("torch"), torch.no_grad():
+            fast = flash_attention(q, k, v, mask, causal=causal, bias=bias)
+        with backend.force_backend("torch"):
+            slow = flash_attention(q.requires_grad_(), k, v, mask, causal=causal, bias=bias).detach()
+        expected = naive_attention(q.detach().double(), k.double(), v.double(), mask, 16**-0.5, causal,
+                                   None if bias is None else bias.double())
+        torch.testing.assert_close(fast.double(), expected, **TOLERANCES[dtype])
+        torch.testing.assert_close(fast, slow, **TOLERANCES[dtype])
+        if lengths and 0 in lengths:
+            assert torch.equal(fast[lengths.index(0)], torch.zeros_like(fast[0]))
+
+
 @pytest.mark.parametrize("backend_name", ["triton", "torch"])
 @pytest.mark.interpreter
 def test_fully_padded_rows_are_zero_and_finite(backend_name):

@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -385,6 +386,22 @@ def flash_attention_forward_reference(q, k, v, mask, bias, scale, causal):
     return (p @ v.to(s.dtype)).to(q.dtype), lse
 
 
+def attention_inference_reference(q, k, v, mask, bias, scale, causal):
+    """O alone, for calls that need no gradient (evaluation, decoding): no row statistics
+    are kept, so PyTorch's fused CPU kernel does it in one call instead of the dozen small
+    ops of the reference above; per-op overhead dominates a decode step (Tq = 1) on the CPU.
+    Same conventions: a row with no visible key gives zeros (tests/test_kernel_flash_attention.py)."""
+    TQ, TK = q.shape[2], k.shape[2]
+    keep = mask.bool()[:, None, None, :] if mask is not None else None  # (B, 1, 1, Tk)
+    if causal and TQ > 1:  # with Tq = 1 the one query is the last position: it sees every key
+        c = causal_mask(TQ, TK, q.device)
+        keep = c if keep is None else keep & c
+    attn = keep
+    if bias is not None:
+        attn = bias.to(q.dtype) if keep is None else bias.to(q.dtype).masked_fill(~keep, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn, scale=scale)
+
+
 def flash_attention_backward_reference(do, q, k, v, mask, bias, o, lse, scale, causal, bias_grad):
     acc = lse.dtype
     p = torch.exp(attention_scores(q, k, mask, bias, scale, causal) - lse[..., None])  # (B, nh, Tq, Tk)
@@ -476,4 +493,9 @@ def flash_attention(
                 f"bias must broadcast to (B, nh, Tq, Tk) = {(B, NH, TQ, TK)}, got {tuple(bias.shape)}"
             )
     scale = 1.0 / math.sqrt(HS) if scale is None else float(scale)
+    tensors = [t for t in (q, k, v, attention_mask, bias) if t is not None]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias) if t is not None)
+    if (not needs_grad and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and q.numel()
+            and k.numel() and not use_triton(*tensors, op="flash_attention")):
+        return attention_inference_reference(q, k, v, attention_mask, bias, scale, bool(causal))
     return FlashAttentionFunction.apply(q, k, v, attention_mask, bias, scale, bool(causal))
