@@ -45,6 +45,7 @@ if _NVIDIA is None:
 import triton  # noqa: E402
 
 from course_lib.kernels import bias_gelu as BG  # noqa: E402
+from course_lib.kernels import cross_entropy as CE  # noqa: E402
 from course_lib.kernels import embedding as EMB  # noqa: E402
 from course_lib.kernels import flash_attention as FA  # noqa: E402
 from course_lib.kernels import optim_step as OPT  # noqa: E402
@@ -140,6 +141,21 @@ def _layer_norm_backward(dtype, weight, N):
                    divisible=_if_multiple_of_16(N, "N"))  # fmt: skip
 
 
+# ---- RMSNorm (T5) -------------------------------------------------------------------------
+
+
+def _rms_norm(direction, dtype, weight, N):
+    acc = _acc(dtype)
+    names = {"forward": {"x_ptr": dtype, "w_ptr": weight, "y_ptr": dtype, "rstd_ptr": acc},
+             "backward": {"dy_ptr": dtype, "x_ptr": dtype, "w_ptr": weight, "rstd_ptr": acc, "dx_ptr": dtype,
+                          "dw_ptr": acc}}[direction]  # fmt: skip
+    sig = {n: f"*{t}" for n, t in names.items()}
+    sig |= {"N": "i32", "eps": "fp32"} if direction == "forward" else {"M": "i32", "N": "i32"}
+    return variant(f"rms_norm_{direction}-{dtype}-weight_{weight}", "rms_norm", f"_rms_norm_{direction}_kernel", sig,
+                   dict(FP64=dtype == "fp64", BLOCK=triton.next_power_of_2(N)),
+                   divisible=_if_multiple_of_16(N, "N"))  # fmt: skip
+
+
 # ---- softmax ------------------------------------------------------------------------------
 
 
@@ -193,6 +209,17 @@ def _flash(kernel, dtype, has_mask, *, causal=False, bias=None, hs=64):
     )  # fmt: skip
     return variant(f"flash_{kernel}-{dtype}-{'-'.join(flags)}", "flash_attention", f"_flash_{kernel}_kernel", sig,
                    constexprs, divisible=divisible)  # fmt: skip
+
+
+# ---- fused linear + cross-entropy ---------------------------------------------------------
+
+
+def _cross_entropy(dtype, index, V):
+    sig = {"logits_ptr": f"*{dtype}", "target_ptr": f"*{index}", "loss_ptr": f"*{_acc(dtype)}",
+           "stride_row": "i32", "V": "i32", "ignore_index": "i32", "divisor": "i32"}  # fmt: skip
+    return variant(f"cross_entropy-{dtype}-{index}-V{V}", "cross_entropy", "_cross_entropy_kernel", sig,
+                   dict(FP64=dtype == "fp64", BLOCK_V=CE._block_v(V)), num_warps=CE.NUM_WARPS,
+                   divisible=_if_multiple_of_16(V, "stride_row", "V"))  # fmt: skip
 
 
 # ---- optimizer steps ----------------------------------------------------------------------
@@ -254,6 +281,12 @@ VARIANTS = [
     _layer_norm_backward("fp32", "fp32", 768),
     _layer_norm_backward("bf16", "fp32", 768),
     _layer_norm_backward("fp64", "fp64", 100),
+    # RMSNorm (T5): t5-small's d_model = 512; bf16 activations with fp32 weights (T5 keeps its
+    # norms in fp32 under mixed precision), bf16 weights (xhat rounded to bf16 first), fp64.
+    *(_rms_norm(direction, dtype, weight, N)
+      for direction in ("forward", "backward")
+      for dtype, weight, N in (("fp32", "fp32", 512), ("bf16", "fp32", 512), ("bf16", "bf16", 768),
+                               ("fp16", "fp16", 512), ("fp64", "fp64", 100))),  # fmt: skip
     # softmax: BERT's attention rows (512 keys) and fp64.
     *(_softmax(direction, dtype, N)
       for direction in ("forward", "backward")
@@ -268,6 +301,12 @@ VARIANTS = [
           ("fp64", False, False, None), ("bf16", True, True, None), ("fp32", False, True, "fp32"),
           ("bf16", True, False, "fp32"), ("fp64", True, True, "fp64"),
       )),  # fmt: skip
+    # fused linear + cross-entropy: GPT-2's V = 50257 (two blocks of 32K per row), a Llama-like
+    # V = 32000 with fp16 and int32 targets, fp64 on a small vocabulary.
+    _cross_entropy("fp32", "i64", 50257),
+    _cross_entropy("bf16", "i64", 50257),
+    _cross_entropy("fp16", "i32", 32000),
+    _cross_entropy("fp64", "i64", 1000),
     # optimizer steps: every constexpr branch in at least one variant; whole blocks of aligned
     # tensors must become 16-byte vector loads.
     _adam("bf16", decoupled=True, amsgrad=True, vector_loads=True),
