@@ -51,6 +51,12 @@ c.LockCells.lock_grade_cells = True
 c.LockCells.lock_readonly_cells = True
 c.LockCells.lock_solution_cells = True
 c.LockCells.lock_all_cells = False
+# Every released notebook starts with a locked cell that installs course_lib where it is missing
+# (Colab) and does nothing in the course environment or the grader's sandbox: nbgrader's own
+# preprocessors, with course_lib.nbgrader_tools.ColabSetup in place of IncludeHeaderFooter.
+from course_lib.nbgrader_tools import generate_assignment_preprocessors  # noqa: E402
+
+c.GenerateAssignment.preprocessors = generate_assignment_preprocessors()
 
 # ---- grading ------------------------------------------------------------------------------
 # Autograde restores every locked and test cell from the gradebook (checksummed at

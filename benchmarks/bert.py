@@ -91,15 +91,19 @@ def _step_fn(model, batch, ours: bool):
 
 
 def run_cpu(threads: int, repeats: int, quick: bool) -> str:
+    from .harness import record_result
+
     torch.set_num_threads(threads)
-    lines = [f"BERT pretraining step (forward + backward + AdamW) on the CPU, {threads} threads, "
-             f"median of {repeats} (wall clock); ratio = course / HF, below 1 means course is faster",
-             f"{'case':16} {'batch':>7} {'course (ms)':>12} {'HF eager (ms)':>14} {'ratio':>6}"]  # fmt: skip
+    title = (f"BERT pretraining step (forward + backward + AdamW) on the CPU, {threads} threads, "
+             f"median of {repeats} (wall clock); ratio = course / HF, below 1 means course is faster")
+    lines = [title, f"{'case':16} {'batch':>7} {'course (ms)':>12} {'HF eager (ms)':>14} {'ratio':>6}"]
     for name, overrides, B, T in CPU_CASES[:1] if quick else CPU_CASES:
         ours, hf = _models(overrides, "cpu")
         batch = _batch(ours.config.vocab_size, B, T, "cpu")
         t_ours = time_cpu(_step_fn(ours, batch, True), repeats=repeats)
         t_hf = time_cpu(_step_fn(hf, batch, False), repeats=repeats)
+        for impl, ms, role in (("course", t_ours, "ours"), ("HF eager", t_hf, "peer")):
+            record_result(title, f"{name} {B}x{T}", impl, ms, "ms", higher_is_better=False, role=role)
         lines.append(f"{name:16} {f'{B}x{T}':>7} {t_ours:12.1f} {t_hf:14.1f} {t_ours / t_hf:6.2f}")
         del ours, hf
     return "\n".join(lines)
@@ -124,18 +128,24 @@ def run_gpu() -> str:
         q, k, v = (torch.randn(B, 12, T, 64, device="cuda", dtype=torch.float16, requires_grad=True) for _ in range(3))
         do = torch.randn_like(q)
         io = 4 * q.numel() * 2  # read Q, K, V, write O
+        # QK^T and PV: 2 matmuls of 2*T*T*64 flops per head; the backward does 2.5x the
+        # forward's (FlashAttention's count: 5 matmuls, the recomputed QK^T not counted).
+        fwd_flops = 4 * B * 12 * T * T * 64
         case = f"attention fwd {B}x12x{T}x64 fp16"
-        timings.append(measure(case, "course flash (Triton)", lambda: flash_attention(q, k, v), io))
+        timings.append(measure(case, "course flash (Triton)", lambda: flash_attention(q, k, v), io,
+                               flops=fwd_flops, dtype="fp16"))  # fmt: skip
 
         def sdpa():
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                 return F.scaled_dot_product_attention(q, k, v)
 
-        timings.append(measure(case, "torch SDPA flash", sdpa, io))
+        timings.append(measure(case, "torch SDPA flash", sdpa, io, flops=fwd_flops, dtype="fp16"))
         case = f"attention fwd+bwd {B}x12x{T}x64 fp16"
         timings.append(measure(case, "course flash (Triton)",
-                               lambda: torch.autograd.grad(flash_attention(q, k, v), (q, k, v), do), 3 * io))  # fmt: skip
-        timings.append(measure(case, "torch SDPA flash", lambda: torch.autograd.grad(sdpa(), (q, k, v), do), 3 * io))
+                               lambda: torch.autograd.grad(flash_attention(q, k, v), (q, k, v), do), 3 * io,
+                               flops=int(3.5 * fwd_flops), dtype="fp16"))  # fmt: skip
+        timings.append(measure(case, "torch SDPA flash", lambda: torch.autograd.grad(sdpa(), (q, k, v), do), 3 * io,
+                               flops=int(3.5 * fwd_flops), dtype="fp16"))  # fmt: skip
     out.append(format_table(f"Attention on {device_name}", timings, ours="course flash (Triton)", peak_gbps=peak))
     # -- LayerNorm (with residual) and bias + GELU: bandwidth-bound --
     timings = []

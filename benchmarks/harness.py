@@ -3,12 +3,21 @@
 ``time_cuda`` times a function with CUDA events; ``measure`` turns that into a
 ``Timing`` row (recording a failure instead of stopping the whole run), and
 ``format_table`` prints rows as time, ratio against this project and bandwidth.
+
+Machine-readable results: when ``$BENCHMARK_RESULTS`` names a file (``make gpu-report``
+sets it, see ``benchmarks/report.py``), every ``measure`` row, every ``format_table``
+table and every ``record_result`` row is appended to it as one JSON line the moment it
+exists, so a benchmark stopped half-way still leaves the rows it measured. Without the
+variable nothing is written and the benchmarks print exactly what they always printed.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -25,6 +34,21 @@ PEAK_BANDWIDTH_GBPS = (
     ("A100", 1555),  # the 40 GB parts
 )
 
+# Dense (no sparsity) peak tensor-core throughput in TFLOP/s from the vendors' datasheets,
+# per dtype ("fp32" is the plain CUDA-core rate; "tf32" what fp32 matmuls get with TF32 on).
+# Matched like PEAK_BANDWIDTH_GBPS. The H200 has the H100 SXM's compute at more bandwidth.
+PEAK_TFLOPS = (
+    ("H200 NVL", {"fp32": 60, "tf32": 418, "bf16": 836, "fp16": 836}),
+    ("H200", {"fp32": 67, "tf32": 495, "bf16": 989, "fp16": 989}),
+    ("H100 PCIe", {"fp32": 51, "tf32": 378, "bf16": 756, "fp16": 756}),
+    ("H100 NVL", {"fp32": 60, "tf32": 418, "bf16": 836, "fp16": 836}),
+    ("H100", {"fp32": 67, "tf32": 495, "bf16": 989, "fp16": 989}),
+    ("A100", {"fp32": 19.5, "tf32": 156, "bf16": 312, "fp16": 312}),
+)
+
+RESULTS_ENV = "BENCHMARK_RESULTS"  # a JSON-lines file that rows are appended to (report.py)
+NAME_ENV = "BENCHMARK_NAME"  # which benchmark is running, stored with each row
+
 WARMUP, REPEATS = 10, 50
 # Bigger than any current L2 cache (50 MB on H100, 60 MB on H200).
 L2_FLUSH_BYTES = 256 * 2**20
@@ -33,6 +57,34 @@ L2_FLUSH_BYTES = 256 * 2**20
 def peak_bandwidth_gbps(device_name: str) -> float | None:
     """The device's peak memory bandwidth, or None when it is not in the table."""
     return next((peak for key, peak in PEAK_BANDWIDTH_GBPS if key in device_name), None)
+
+
+def peak_tflops(device_name: str, dtype: str) -> float | None:
+    """The device's dense peak TFLOP/s for ``dtype`` ("fp32", "tf32", "bf16", "fp16"), or None."""
+    table = next((peaks for key, peaks in PEAK_TFLOPS if key in device_name), {})
+    return table.get(dtype)
+
+
+def record(kind: str, **fields) -> None:
+    """Append one row to ``$BENCHMARK_RESULTS`` (no-op when it is unset), flushed at once."""
+    path = os.environ.get(RESULTS_ENV)
+    if not path:
+        return
+    row = {"kind": kind, "benchmark": os.environ.get(NAME_ENV, ""), "time": time.time(), **fields}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+
+
+def record_result(section: str, case: str, impl: str, value: float | None, unit: str, *,
+                  higher_is_better: bool, role: str, extra: dict | None = None) -> None:
+    """A result that is not a CUDA timing (a CPU wall-clock time, words/s, submissions/min).
+
+    ``role`` is "ours" (course_lib), "peer" (what ours is compared with: the ratio in the
+    report is ours / peer within the same section and case) or "other"."""
+    if role not in ("ours", "peer", "other"):
+        raise ValueError(f"role must be 'ours', 'peer' or 'other', got {role!r}")
+    record("result", section=section, case=case, impl=impl, value=value, unit=unit,
+           higher_is_better=higher_is_better, role=role, extra=extra or {})
 
 
 def time_cuda(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = REPEATS) -> float:
@@ -63,14 +115,21 @@ class Timing:
     ms: float | None  # None when the implementation failed on this case
     bytes_moved: int  # the byte model of the benchmark, the same for every implementation
     note: str = ""  # why it failed
+    flops: int = 0  # the flop model (0: not a compute-bound case), the same for every implementation
+    dtype: str = ""  # "fp32", "tf32", "bf16" or "fp16": which peak TFLOP/s the flops compare with
 
 
-def measure(case: str, impl: str, fn: Callable[[], object], bytes_moved: int) -> Timing:
-    """Time one implementation on one case; an error becomes a row instead of ending the run."""
+def measure(case: str, impl: str, fn: Callable[[], object], bytes_moved: int, *,
+            flops: int = 0, dtype: str = "") -> Timing:
+    """Time one implementation on one case; an error becomes a row instead of ending the run.
+    The row is also recorded for the report (``record``) as soon as it is measured."""
     try:
-        return Timing(case, impl, time_cuda(fn), bytes_moved)
+        timing = Timing(case, impl, time_cuda(fn), bytes_moved, flops=flops, dtype=dtype)
     except Exception as error:  # e.g. torch.compile failing on an unusual setup
-        return Timing(case, impl, None, bytes_moved, note=f"failed: {type(error).__name__}: {error}"[:120])
+        note = f"failed: {type(error).__name__}: {error}"[:120]
+        timing = Timing(case, impl, None, bytes_moved, note=note, flops=flops, dtype=dtype)
+    record("timing", **asdict(timing))
+    return timing
 
 
 def format_table(title: str, timings: list[Timing], ours: str, peak_gbps: float | None = None) -> str:
@@ -78,11 +137,16 @@ def format_table(title: str, timings: list[Timing], ours: str, peak_gbps: float 
 
     ratio = ``ours``'s time / this row's time, so below 1 means ours is faster. GB/s is
     the benchmark's byte model divided by the time, and % of peak compares it with the
-    device's datasheet bandwidth when that is known."""
+    device's datasheet bandwidth when that is known; TFLOP/s appears when a row has a flop
+    model. The table is also recorded for the report (``record``)."""
+    record("table", title=title, ours=ours, peak_gbps=peak_gbps, rows=[asdict(t) for t in timings])
     ours_ms = {t.case: t.ms for t in timings if t.impl == ours}
+    with_flops = any(t.flops for t in timings)
     header = ["case", "implementation", "time (ms)", f"ratio ({ours} / this)", "GB/s"]
     if peak_gbps is not None:
         header.append(f"% of {peak_gbps:.0f} GB/s peak")
+    if with_flops:
+        header.append("TFLOP/s")
     rows = []
     for t in timings:
         if t.ms is None:
@@ -94,6 +158,8 @@ def format_table(title: str, timings: list[Timing], ours: str, peak_gbps: float 
         row = [t.case, t.impl, f"{t.ms:.4f}", ratio, f"{gbps:.0f}"]
         if peak_gbps is not None:
             row.append(f"{100 * gbps / peak_gbps:.0f}%")
+        if with_flops:
+            row.append(f"{t.flops / (t.ms * 1e-3) / 1e12:.1f}" if t.flops else "-")
         rows.append(row)
 
     # A failed row's note runs past the numeric columns instead of widening them.

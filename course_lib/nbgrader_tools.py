@@ -15,8 +15,20 @@ the release goes through the course's ``nbgrader_config.py`` and no gradebook is
 (To grade, an instructor runs ``nbgrader generate_assignment <a> --force`` without ``--no-db``
 in a grading copy: autograde needs the tests recorded in ``gradebook.db``.)
 
-Standard library and nbformat only: this module sits above the course library and is not
-imported by it.
+**Launchable anywhere.** Every released notebook starts with the cell of :func:`colab_setup_cell`:
+where ``course_lib`` cannot be imported (Google Colab, a bare Jupyter) it installs it with pip
+from the repository that ``_config.yml`` names (``repository.url`` and ``.branch``); in the
+course environment, and in the grader's sandbox, ``course_lib`` imports and the cell does
+nothing. It is added by :class:`ColabSetup`, which ``nbgrader_config.py`` puts in place of
+nbgrader's ``IncludeHeaderFooter``, so every ``generate_assignment`` (the release, and the
+instructor's gradebook) has it as a locked, checksummed cell: nbgrader's autograde and
+``course_lib.autograde`` restore it from the release like any other locked cell. The book's
+chapter pages start with its sibling, :func:`book_setup_source` (``python -m
+course_lib.nbgrader_tools book-setup``, run by ``make exercises``), so that a page opened
+from its Colab launch button runs too.
+
+Standard library, nbformat and nbgrader only (PyYAML to read ``_config.yml``): this module sits
+above the course library and is not imported by it.
 """
 
 from __future__ import annotations
@@ -29,12 +41,14 @@ import sys
 from pathlib import Path
 
 import nbformat
+from nbgrader.preprocessors import IncludeHeaderFooter
 
 SOURCE_DIR = "solutions"
 RELEASE_DIR = "exercises"
 BEGIN_SOLUTION = "BEGIN SOLUTION"  # nbgrader's ClearSolutions delimiters (matched anywhere in a line)
 END_SOLUTION = "END SOLUTION"
 NBGRADER_TIMEOUT_S = 300
+COLAB_SETUP_ID = "colab_setup"  # the grade_id and cell id of every release's first cell
 
 
 def course_root() -> Path:
@@ -43,6 +57,144 @@ def course_root() -> Path:
     if not (root / "nbgrader_config.py").is_file():
         raise FileNotFoundError(f"no nbgrader_config.py in {root}; is course_lib installed from a checkout?")
     return root
+
+
+def repository(config: str | os.PathLike | None = None) -> tuple[str, str]:
+    """(url, branch) of the course's repository: ``_config.yml``'s ``repository`` block, the one
+    place it is set (the book's launch buttons read it too)."""
+    import yaml
+
+    path = Path(config) if config is not None else Path(__file__).resolve().parent.parent / "_config.yml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: the repository's URL is read from the book's _config.yml")
+    repo = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("repository") or {}
+    url, branch = repo.get("url"), repo.get("branch")
+    if not isinstance(url, str) or not url.startswith("https://") or not isinstance(branch, str) or not branch:
+        raise ValueError(f"{path}: repository.url must be an https:// URL and repository.branch a branch name, "
+                         f"got url={url!r}, branch={branch!r}")
+    return url.rstrip("/"), branch
+
+
+def colab_setup_source(url: str, branch: str) -> str:
+    """The first cell of every released notebook: installs course_lib where it is missing."""
+    return f"""# Run this cell first. In the course environment it does nothing. Where course_lib is missing
+# (e.g. Google Colab) it installs it from the course's repository, with pip.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("course_lib") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                    "course_lib @ git+{url}@{branch}"], check=True)
+    importlib.invalidate_caches()"""
+
+
+# What a book page needs beyond course_lib that Google Colab does not have (its torch, numpy,
+# matplotlib, transformers, tokenizers, safetensors and sentencepiece serve): import name -> the
+# requirements.txt name, installed at requirements.txt's pin.
+BOOK_EXTRAS = {"gensim": "gensim"}
+
+
+def pinned(name: str, requirements: str | os.PathLike | None = None) -> str:
+    """``name==version`` as requirements.txt pins it (the one place versions are set)."""
+    here = Path(__file__).resolve().parent.parent
+    path = Path(requirements) if requirements is not None else here / "requirements.txt"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.split("==")[0].strip().lower() == name.lower() and "==" in line:
+            return line.split("#")[0].strip()
+    raise ValueError(f"{path} pins no {name!r} (exact pins only: {name}==VERSION)")
+
+
+def book_setup_source(url: str | None = None, branch: str | None = None) -> str:
+    """The first cell of every chapter notebook of the book (tagged ``remove-cell``: the built
+    page does not show it): it installs what is missing of course_lib (from the repository)
+    and the packages of :data:`BOOK_EXTRAS` (at requirements.txt's pins), as when a page is
+    opened in Colab from its launch button. In the course environment (and while the book is
+    built) it does nothing."""
+    if url is None or branch is None:
+        url, branch = repository()
+    wanted = "".join(f'\n    ("{mod}", "{pinned(req)}"),' for mod, req in BOOK_EXTRAS.items())
+    return f"""# Run this cell first. In the course environment it does nothing. Where course_lib
+# is missing (e.g. Google Colab) it installs it from the course's repository, with pip,
+# and what else this page needs.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+repository = "course_lib @ git+{url}@{branch}"
+wanted = [
+    ("course_lib", repository),{wanted}
+]
+need = [req for module, req in wanted if importlib.util.find_spec(module) is None]
+if need:
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run(pip + need, check=True)
+    importlib.invalidate_caches()"""
+
+
+def put_book_setup_cell(path: str | os.PathLike, source: str | None = None) -> bool:
+    """Make :func:`book_setup_source` the first code cell of the book page ``path`` (inserted
+    before the first code cell, or updated where it is already there); True if the file changed.
+    The notebook's JSON layout is kept, so that only this cell shows in a diff."""
+    import json
+
+    path = Path(path)
+    source = book_setup_source() if source is None else source
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cell_id = f"{path.stem.split('_')[0]}-{COLAB_SETUP_ID.replace('_', '-')}"
+    lines = source.split("\n")
+    wanted = {"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": {"tags": ["remove-cell"]},
+              "outputs": [], "source": [line + "\n" for line in lines[:-1]] + lines[-1:]}
+    cells = nb["cells"]
+    at = next((i for i, c in enumerate(cells) if c.get("id") == cell_id), None)
+    if at is None:
+        at = next((i for i, c in enumerate(cells) if c["cell_type"] == "code"), len(cells))
+        cells.insert(at, wanted)
+    elif cells[at] == wanted:
+        return False
+    else:
+        cells[at] = wanted
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return True
+
+
+def colab_setup_cell(url: str | None = None, branch: str | None = None) -> nbformat.NotebookNode:
+    """That cell, as nbgrader's source: a locked read-only cell (LockCells and ComputeChecksums
+    do the rest during generate_assignment)."""
+    if url is None or branch is None:
+        url, branch = repository()
+    cell = nbformat.v4.new_code_cell(colab_setup_source(url, branch))
+    cell.id = COLAB_SETUP_ID
+    cell.metadata["nbgrader"] = {"grade": False, "solution": False, "locked": True,
+                                 "grade_id": COLAB_SETUP_ID, "schema_version": 3}
+    return cell
+
+
+class ColabSetup(IncludeHeaderFooter):
+    """nbgrader's header/footer preprocessor, then :func:`colab_setup_cell` as the first cell."""
+
+    def preprocess(self, nb, resources):
+        nb, resources = super().preprocess(nb, resources)
+        taken = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == COLAB_SETUP_ID
+                 or c.get("id") == COLAB_SETUP_ID]
+        if taken:
+            raise ValueError(f"a cell of the source notebook already uses the id {COLAB_SETUP_ID!r}, "
+                             "which the release's first cell needs; rename it")
+        nb.cells.insert(0, colab_setup_cell())
+        return nb, resources
+
+
+def generate_assignment_preprocessors() -> list[type]:
+    """nbgrader's GenerateAssignment preprocessors with :class:`ColabSetup` in place of
+    IncludeHeaderFooter (for ``c.GenerateAssignment.preprocessors`` in nbgrader_config.py)."""
+    from nbgrader.converters import GenerateAssignment
+
+    default = GenerateAssignment.class_traits()["preprocessors"].default()
+    if IncludeHeaderFooter not in default:
+        raise RuntimeError("nbgrader's GenerateAssignment no longer runs IncludeHeaderFooter; update ColabSetup")
+    return [ColabSetup if p is IncludeHeaderFooter else p for p in default]
 
 
 def list_assignments(directory: str | os.PathLike | None = None) -> list[str]:
@@ -145,8 +297,16 @@ def _main(argv: list[str] | None = None) -> int:
     fill.add_argument("release", help="released notebook (exercises/...)")
     fill.add_argument("source", help="source notebook (solutions/...)")
     fill.add_argument("-o", "--output", required=True, help="where to write the filled notebook")
+    book = sub.add_parser("book-setup", help="put the Colab set-up cell first in the book's chapter pages")
+    book.add_argument("pages", nargs="*", help="notebooks (default: every book/ch*.ipynb)")
     args = parser.parse_args(argv)
 
+    if args.command == "book-setup":
+        pages = args.pages or sorted((Path(__file__).resolve().parent.parent / "book").glob("ch*.ipynb"))
+        for page in pages:
+            if put_book_setup_cell(page):
+                print(f"set-up cell updated: {page}")
+        return 0
     if args.command == "release":
         for path in regenerate_exercises(args.assignments or None, args.release_dir):
             print(f"released {path}")

@@ -3,15 +3,17 @@
 Everything happens in a temporary course directory (a copy of solutions/ and of the
 repository's nbgrader_config.py, whose root is wherever the file lies), so the repository's
 own gradebook and folders are never touched. ``graded_fixture`` builds a module-scoped
-fixture that runs nbgrader once (generate_assignment, autograde of every submission under
-one seed, then of ``full`` again under a second seed); the tests only read the gradebook.
+fixture that runs nbgrader once (generate_assignment, then autograde of every submission under
+one seed); the tests only read the gradebook. A correct submission under other seeds is checked
+without a second nbgrader run: ``record_calls`` executes the source, hidden tests included, under
+two seeds in this process (a failing hidden test raises), and the sandboxed grader
+(``test_autograde_chapters.py``) grades ``full`` under a third.
 
 Submissions made for every chapter:
 
 * ``full``    the release with the source's solutions filled in;
 * ``blank``   the release as students receive it;
 * ``partial`` some tasks right, one subtly wrong, the rest untouched;
-* ``full_b``  ``full`` again, graded under the second seed;
 
 plus whatever the chapter adds (``extra_submissions``).
 """
@@ -144,7 +146,6 @@ def run_course(
     wrong_id: str,
     wrong_source: str,
     seed_a: int,
-    seed_b: int,
     extra_submissions: Callable[[nbformat.NotebookNode, nbformat.NotebookNode], dict] | None = None,
 ) -> tuple[Path, nbformat.NotebookNode, nbformat.NotebookNode]:
     """Run nbgrader once for every submission in a fresh course under ``course``; returns
@@ -171,8 +172,6 @@ def run_course(
     for student, nb in submissions.items():
         submit(course, assignment, student, nb)
     run_nbgrader(["autograde", assignment], course, {**env, "COURSE_GRADING_SEED": str(seed_a)})
-    submit(course, assignment, "full_b", full)
-    run_nbgrader(["autograde", assignment, "--student", "full_b"], course, {**env, "COURSE_GRADING_SEED": str(seed_b)})
 
     repo_db_after = repo_db.stat().st_mtime_ns if repo_db.exists() else None
     assert repo_db_after == repo_db_before, "the repository's gradebook.db was written by the test"
