@@ -16,7 +16,6 @@ batch, so any difference in time is the implementation's.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -24,6 +23,8 @@ import time
 from typing import Callable
 
 import torch
+
+from .harness import model_benchmark_main, time_autocast_step
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -170,21 +171,11 @@ def run_gpu() -> str:
             ours, hf = _models({}, "cuda", hf_attn="sdpa")
             batch = _batch(ours.config.vocab_size, B, T, "cuda")
             case = f"BERT-base step {B}x{T} bf16 autocast"
-            timings.append(Timing(case, "course", _time_step(_step_fn(ours, batch, True)), 0))
-            timings.append(Timing(case, "HF sdpa", _time_step(_step_fn(hf, batch, False)), 0))
+            timings.append(Timing(case, "course", time_autocast_step(_step_fn(ours, batch, True)), 0))
+            timings.append(Timing(case, "HF sdpa", time_autocast_step(_step_fn(hf, batch, False)), 0))
     out.append(format_table(f"BERT-base pretraining step on {device_name} (GB/s column meaningless: 0)", timings,
                             ours="course"))  # fmt: skip
     return "\n\n".join(out)
-
-
-def _time_step(step) -> float | None:
-    from .harness import time_cuda
-
-    try:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return time_cuda(step, warmup=3, repeats=10)
-    except Exception:  # noqa: BLE001 - a row with no time instead of a crash
-        return None
 
 
 def run() -> None:
@@ -195,22 +186,7 @@ def run() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case on the CPU (median)")
-    parser.add_argument("--quick", action="store_true", help="CPU: only the small config")
-    parser.add_argument("--cpu-only", action="store_true", help="skip the GPU part even when a GPU is present")
-    args = parser.parse_args(argv)
-    print(run_cpu(args.threads, args.repeats, args.quick))
-    if torch.cuda.is_available() and not args.cpu_only:
-        from course_lib.kernels.backend import interpreter_active
-
-        if interpreter_active():
-            print("benchmarks.bert: TRITON_INTERPRET=1 is set; the GPU part would run in the interpreter; skipped.")
-            return 1
-        print()
-        print(run_gpu())
-    return 0
+    return model_benchmark_main("python -m benchmarks.bert", __doc__, run_cpu, run_gpu, argv)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,41 @@ def time_cuda(fn: Callable[[], object], *, warmup: int = WARMUP, repeats: int = 
     return statistics.median(start.elapsed_time(end) for start, end in zip(starts, ends))
 
 
+def time_autocast_step(step: Callable[[], object], dtype: torch.dtype = torch.bfloat16) -> float | None:
+    """CUDA time (ms) of one training step under autocast, or None: a row with no time (an
+    out-of-memory, an unsupported shape) instead of a crash of the whole benchmark."""
+    try:
+        with torch.autocast("cuda", dtype=dtype):
+            return time_cuda(step, warmup=3, repeats=10)
+    except Exception:  # noqa: BLE001 - a row with no time instead of a crash
+        return None
+
+
+def model_benchmark_main(prog: str, doc: str, run_cpu: Callable[[int, int, bool], str],
+                         run_gpu: Callable[[], str], argv: list[str] | None = None) -> int:
+    """The command line of a model benchmark (``python -m benchmarks.bert``, ``.t5``):
+    ``run_cpu(threads, repeats, quick)`` always, then ``run_gpu()`` when a CUDA GPU is there
+    and the Triton interpreter is not on (it would time the interpreter)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per case on the CPU (median)")
+    parser.add_argument("--quick", action="store_true", help="CPU: only the small config")
+    parser.add_argument("--cpu-only", action="store_true", help="skip the GPU part even when a GPU is present")
+    args = parser.parse_args(argv)
+    print(run_cpu(args.threads, args.repeats, args.quick))
+    if torch.cuda.is_available() and not args.cpu_only:
+        from course_lib.kernels.backend import interpreter_active
+
+        if interpreter_active():
+            print(f"{prog}: TRITON_INTERPRET=1 is set; the GPU part would run in the interpreter; skipped.")
+            return 1
+        print()
+        print(run_gpu())
+    return 0
+
+
 @dataclass
 class Timing:
     case: str  # what was measured, e.g. "GPT-2 50257x768, 8x1024, fp32"

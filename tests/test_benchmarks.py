@@ -62,3 +62,22 @@ def test_peak_bandwidth_lookup():
     assert peak_bandwidth_gbps("NVIDIA H100 PCIe") == 2000
     assert peak_bandwidth_gbps("NVIDIA H200") == 4800
     assert peak_bandwidth_gbps("Some Future GPU") is None
+
+
+def test_model_benchmark_command_line(capsys, monkeypatch):
+    """The model benchmarks' shared command line: the CPU part with the parsed options, the
+    GPU part only where CUDA is there and not with --cpu-only."""
+    import torch
+
+    from benchmarks.harness import model_benchmark_main
+
+    calls = []
+    run_cpu = lambda threads, repeats, quick: calls.append(("cpu", threads, repeats, quick)) or "cpu table"
+    run_gpu = lambda: calls.append(("gpu",)) or "gpu table"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert model_benchmark_main("prog", "doc", run_cpu, run_gpu, ["--threads", "3", "--repeats", "2", "--quick"]) == 0
+    assert calls == [("cpu", 3, 2, True)] and "cpu table" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    calls.clear()
+    assert model_benchmark_main("prog", "doc", run_cpu, run_gpu, ["--cpu-only"]) == 0
+    assert calls == [("cpu", 2, 5, False)]
