@@ -33,3 +33,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
         if "interpreter" in item.keywords and not interpreter_active():
             item.add_marker(no_interp)
+
+
+@pytest.fixture(scope="module")
+def one_thread_torch_backend():
+    """For a module of tiny models (``pytestmark = pytest.mark.usefixtures(...)``): the plain
+    PyTorch paths (as torchrun workers and graders run them, without the interpreter), on one
+    thread (tiny matmuls: no OpenMP wake-ups, and no contention with the other test worker)."""
+    from course_lib.kernels import backend
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with backend.force_backend("torch"):
+        yield
+    torch.set_num_threads(threads)

@@ -33,13 +33,7 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_torch_backend():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with backend.force_backend("torch"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_torch_backend")  # conftest.py
 
 
 def hf_model(name, scale=0.1):

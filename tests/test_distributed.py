@@ -11,20 +11,12 @@ import pytest
 import torch
 
 from course_lib import distributed as cd
-from course_lib.kernels import backend
 
 MODEL = dict(vocab_size=61, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0, embd_pdrop=0.0,
              attn_pdrop=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_torch_backend():
-    """In-process runs use the plain PyTorch paths (as the torchrun workers, without TRITON_INTERPRET)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with backend.force_backend("torch"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_torch_backend")  # conftest.py
 
 
 @pytest.fixture(scope="module")

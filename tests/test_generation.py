@@ -21,19 +21,12 @@ transformers.logging.set_verbosity_error()
 from transformers.generation import logits_process as hf_lp  # noqa: E402
 
 from course_lib import generation as gen  # noqa: E402
-from course_lib.kernels import backend  # noqa: E402
 from course_lib.models.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 V = 89
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_torch_backend():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: no OpenMP wake-ups
-    with backend.force_backend("torch"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_torch_backend")  # conftest.py
 
 
 @pytest.fixture(scope="module")

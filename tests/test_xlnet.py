@@ -14,16 +14,9 @@ import pytest
 import torch
 
 from course_lib import xlnet as cx
-from course_lib.kernels import backend
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_torch_backend():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with backend.force_backend("torch"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_torch_backend")  # conftest.py
 
 
 @pytest.mark.parametrize("seed", range(4))
