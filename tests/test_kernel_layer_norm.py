@@ -20,7 +20,7 @@ TOLERANCES = {
 }
 
 
-def check(shape, dtype, backend_name, residual=True, eps=1e-5, seed=0):
+def check(shape, dtype, backend_name, residual=True, eps=1e-5, seed=0, function=False):
     g = torch.Generator().manual_seed(seed)
     N = shape[-1]
     x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 0.5
@@ -31,7 +31,10 @@ def check(shape, dtype, backend_name, residual=True, eps=1e-5, seed=0):
     ours = [t.to(dtype).requires_grad_() if t is not None else None for t in (x, r, w, b)]
     ref = [t.to(dtype).double().requires_grad_() if t is not None else None for t in (x, r, w, b)]
     with backend.force_backend(backend_name):
-        y = layer_norm(ours[0], ours[2], ours[3], eps, residual=ours[1])
+        if function:  # the autograd.Function itself: on the torch backend, the reference
+            y = ln_module.LayerNormFunction.apply(ours[0], ours[1], ours[2], ours[3], eps)
+        else:  # the public function (full precision without Triton: PyTorch's own op)
+            y = layer_norm(ours[0], ours[2], ours[3], eps, residual=ours[1])
     h = ref[0] + ref[1] if residual else ref[0]
     y_ref = F.layer_norm(h, (N,), ref[2], ref[3], eps)
     assert y.shape == x.shape and y.dtype == dtype
@@ -66,7 +69,14 @@ def test_triton_half_precision(dtype):
 @pytest.mark.parametrize("residual", [True, False])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_reference_matches_torch(shape, residual):
-    check(shape, torch.float32, "torch", residual)
+    check(shape, torch.float32, "torch", residual, function=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_torch_backend_matches_torch(shape, dtype):
+    # What models get without Triton: ATen's LayerNorm (the reference for N = 1).
+    check(shape, dtype, "torch")
 
 
 @pytest.mark.interpreter

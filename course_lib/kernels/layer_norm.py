@@ -207,4 +207,14 @@ def layer_norm(
         check_tensor("residual", residual, dtypes=FLOAT_DTYPES, device=x.device)
         if residual.shape != x.shape:
             raise ValueError(f"residual must have x's shape {tuple(x.shape)}, got {tuple(residual.shape)}")
+    tensors = (x, weight, bias) if residual is None else (x, residual, weight, bias)
+    if (N > 1 and x.dtype in (torch.float32, torch.float64) and all(t.dtype == x.dtype for t in tensors)
+            and not use_triton(*tensors, op="layer_norm")):
+        # No Triton here (a CPU without the interpreter, or the torch backend forced), full
+        # precision: PyTorch's own LayerNorm, one ATen kernel forward and one backward (what
+        # HF's models call), instead of the ~20 small operations of the reference above; the
+        # reference stays the definition the kernel is tested against, and serves half dtypes
+        # and N = 1 (where y = bias exactly, but ATen's CPU mean leaves a rounding error that
+        # 1/sqrt(eps) amplifies to ~3e-5 in float32).
+        return torch.nn.functional.layer_norm(x if residual is None else x + residual, (N,), weight, bias, eps)
     return LayerNormFunction.apply(x, residual, weight, bias, float(eps))

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..kernels.backend import use_triton
 from ..kernels.bias_gelu import bias_gelu
 from ..kernels.flash_attention import attention_scores, flash_attention
 from ..kernels.layer_norm import layer_norm
@@ -55,10 +56,12 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def linear_act(x: torch.Tensor, linear: nn.Linear, name: str) -> torch.Tensor:
-    """act(x W^T + b): for the GELUs, the matmul without its bias, then bias + GELU fused in
-    one kernel (one pass over the (B, T, 4H) activations instead of two)."""
+    """act(x W^T + b): for the GELUs, where Triton runs, the matmul without its bias, then
+    bias + GELU fused in one kernel (one pass over the (B, T, 4H) activations instead of
+    two). Without Triton, what PyTorch does best: the bias inside the matmul (one addmm) and
+    ATen's GELU, forward and backward (HF's path, so CPU training is not slower than HF's)."""
     check_activation(name)
-    if name in GELU_APPROXIMATE and linear.bias is not None:
+    if name in GELU_APPROXIMATE and linear.bias is not None and use_triton(x, linear.weight, op="bias_gelu"):
         return bias_gelu(F.linear(x, linear.weight), linear.bias, GELU_APPROXIMATE[name])
     return activation(name)(linear(x))
 
