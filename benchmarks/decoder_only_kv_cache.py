@@ -30,8 +30,6 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("COURSE_LIB_BACKEND", "torch")
-
 import torch
 
 from benchmarks.decoder_only_common import provenance, write_results
@@ -132,6 +130,16 @@ def exactness(model, users):
 
 
 def main(argv=None) -> int:
+    """The experiment on the plain PyTorch paths (under TRITON_INTERPRET=1 the kernels would
+    run in the interpreter) unless $COURSE_LIB_BACKEND says otherwise; scoped to this call,
+    so importing the module changes nothing for the importing process."""
+    from course_lib.kernels import force_backend
+
+    with force_backend(os.environ.get("COURSE_LIB_BACKEND") or "torch"):
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     a = _args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)

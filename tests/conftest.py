@@ -47,3 +47,16 @@ def one_thread_torch_backend():
     with backend.force_backend("torch"):
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def backend_state_is_restored(request):
+    """A module must leave the kernel backend as it found it: the suite runs test files in
+    any order across workers, so a forced backend or a COURSE_LIB_BACKEND set by one module
+    (e.g. at import time) would silently change what later modules test."""
+    from course_lib.kernels import backend
+
+    before = (backend._forced, os.environ.get("COURSE_LIB_BACKEND"))
+    yield
+    after = (backend._forced, os.environ.get("COURSE_LIB_BACKEND"))
+    assert after == before, f"{request.module.__name__} left the backend (forced, $COURSE_LIB_BACKEND) {before} -> {after}"
