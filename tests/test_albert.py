@@ -5,7 +5,6 @@ layers) are saved with ``save_pretrained`` and loaded with course_lib: outputs, 
 (summed over the shared layers' steps) and parameter counts agree with HF's."""
 
 import os
-import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -16,6 +15,8 @@ transformers = pytest.importorskip("transformers")
 
 from course_lib.kernels import backend  # noqa: E402
 from course_lib.models import albert as ca  # noqa: E402
+from tests.hf_checkpoints import (  # noqa: E402
+    assert_outputs_match, checkpoint_cache, max_diff, random_hf_model)
 
 ATOL = 1e-5
 
@@ -35,28 +36,14 @@ T = 11
 
 
 def hf_model(name, config_name):
-    torch.manual_seed(zlib.crc32(f"{name}/{config_name}".encode()))
-    model = getattr(transformers, name)(transformers.AlbertConfig(**CONFIGS[config_name]))
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    return random_hf_model(getattr(transformers, name), transformers.AlbertConfig(**CONFIGS[config_name]),
+                           f"{name}/{config_name}", norms=("LayerNorm", "layer_norm"))
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    cache = {}
-
-    def get(name, config_name):
-        if (name, config_name) not in cache:
-            model = hf_model(name, config_name)
-            path = tmp_path_factory.mktemp(f"{name}-{config_name}")
-            model.save_pretrained(path)
-            cache[name, config_name] = (model, path)
-        return cache[name, config_name]
-
-    return get
+    """(head, config) -> (HF model, directory it was saved in), built once per module."""
+    return checkpoint_cache(tmp_path_factory, hf_model)
 
 
 def batch(config_name, padded, B=3, seed=0):
@@ -80,10 +67,6 @@ def tensors(name, out):
     return {"logits": out.logits}
 
 
-def max_diff(a, b):
-    return (a.detach().double() - b.detach().double()).abs().max().item()
-
-
 def compare_forward(name, config_name, padded, checkpoints):
     hf, path = checkpoints(name, config_name)
     ours = getattr(ca, name).from_pretrained(path, strict=True).eval()
@@ -91,11 +74,7 @@ def compare_forward(name, config_name, padded, checkpoints):
     with torch.no_grad():
         got = tensors(name, ours(ids, attention_mask=mask, token_type_ids=types))
         want = tensors(name, hf(input_ids=ids, attention_mask=mask, token_type_ids=types))
-    for key in want:
-        d = max_diff(got[key], want[key])
-        print(f"{name:22s} {config_name:18s} padded={padded!s:5s} {key:18s} max|diff| = {d:.2e}")
-        assert got[key].shape == want[key].shape
-        assert d <= ATOL, f"{name}/{key}: max abs difference {d:.2e} > {ATOL}"
+    assert_outputs_match(got, want, f"{name:22s} {config_name:18s} padded={padded!s:5s}", ATOL)
 
 
 @pytest.mark.parametrize("padded", [False, True])

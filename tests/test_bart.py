@@ -8,8 +8,8 @@ a padded encoder input. The KV cache reproduces the full forward pass and ``gene
 equals HF's token for token.
 """
 
+import functools
 import os
-import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -22,6 +22,7 @@ transformers.logging.set_verbosity_error()
 from course_lib.kernels import backend  # noqa: E402
 from course_lib.models import bart as cb  # noqa: E402
 from course_lib.models.seq2seq import shift_right  # noqa: E402
+from tests.hf_checkpoints import checkpoint_cache, max_diff, random_hf_model  # noqa: E402
 
 ATOL = 1e-5
 CONFIGS = {
@@ -36,31 +37,26 @@ CONFIGS = {
 pytestmark = pytest.mark.usefixtures("one_thread_torch_backend")  # conftest.py
 
 
-def hf_model(name, scale=0.1):
-    torch.manual_seed(zlib.crc32(f"bart/{name}".encode()))
-    config = transformers.BartConfig(**CONFIGS[name], forced_eos_token_id=None, attn_implementation="eager")
-    model = transformers.BartForConditionalGeneration(config)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("bias") or "layer_norm" in n or "layernorm" in n:
-                p.add_(scale * torch.randn_like(p))
+def hf_model(name):
+    def logits_bias(model):  # a buffer, not a parameter: HF keeps it at 0
         model.final_logits_bias.add_(torch.randn_like(model.final_logits_bias))
-    return model.eval()
+
+    config = transformers.BartConfig(**CONFIGS[name], forced_eos_token_id=None, attn_implementation="eager")
+    return random_hf_model(transformers.BartForConditionalGeneration, config, f"bart/{name}",
+                           norms=("layer_norm", "layernorm"), extra=logits_bias)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    cache = {}
+    """config -> (HF model, ours loaded from its directory, the directory), built once per module."""
+    get = checkpoint_cache(tmp_path_factory, hf_model)
 
-    def get(name):
-        if name not in cache:
-            path = tmp_path_factory.mktemp(f"bart-{name}".replace("/", "-"))
-            hf = hf_model(name)
-            hf.save_pretrained(path)
-            cache[name] = (hf, cb.BartForConditionalGeneration.from_pretrained(path).eval(), path)
-        return cache[name]
+    @functools.cache
+    def load(name):
+        hf, path = get(name)
+        return hf, cb.BartForConditionalGeneration.from_pretrained(path).eval(), path
 
-    return get
+    return load
 
 
 def batch(name, B=3, S=19, T=11, seed=0):
@@ -74,10 +70,6 @@ def batch(name, B=3, S=19, T=11, seed=0):
     labels[:, 0] = 0
     labels[1, 6:] = -100
     return ids.masked_fill(mask == 0, 1), mask, labels
-
-
-def max_diff(a, b):
-    return (a.detach().double() - b.detach().double()).abs().max().item()
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -157,12 +149,11 @@ def test_cached_decoding_equals_full_forward(checkpoints):
 @pytest.fixture(scope="module")
 def peaked(tmp_path_factory):
     """A tiny BART with large weights, so greedy and sampled outputs vary with the input."""
-    torch.manual_seed(zlib.crc32(b"bart-generation"))
     config = transformers.BartConfig(vocab_size=45, max_position_embeddings=32, d_model=16, encoder_layers=2,
                                      decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
                                      encoder_ffn_dim=32, decoder_ffn_dim=32, init_std=0.5, forced_eos_token_id=None,
                                      attn_implementation="eager")
-    hf = transformers.BartForConditionalGeneration(config).eval()
+    hf = random_hf_model(transformers.BartForConditionalGeneration, config, "bart-generation", biases=False)
     path = tmp_path_factory.mktemp("bart-generation")
     hf.save_pretrained(path)
     return hf, cb.BartForConditionalGeneration.from_pretrained(path).eval()

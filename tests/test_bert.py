@@ -10,7 +10,6 @@ the same comparisons through the Triton kernels under TRITON_INTERPRET=1.
 
 import json
 import os
-import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch the network
 
@@ -21,6 +20,8 @@ transformers = pytest.importorskip("transformers")
 
 from course_lib.kernels import backend  # noqa: E402
 from course_lib.models import bert as cb  # noqa: E402
+from tests.hf_checkpoints import (  # noqa: E402
+    assert_outputs_match, checkpoint_cache, max_diff, random_hf_model)
 
 ATOL = 1e-5  # float32, on outputs of magnitude ~1
 
@@ -40,33 +41,18 @@ NUM_LABELS = {"BertForSequenceClassification": 3, "BertForTokenClassification": 
 MEASURED: dict[str, float] = {}
 
 
-def hf_model(name, config_name, **extra):
-    torch.manual_seed(zlib.crc32(f"{name}/{config_name}".encode()))  # stable across runs, unlike hash()
-    kwargs = dict(CONFIGS[config_name], **extra)
+def hf_model(name, config_name):
+    kwargs = dict(CONFIGS[config_name])
     if name in NUM_LABELS:
         kwargs["num_labels"] = NUM_LABELS[name]
-    model = getattr(transformers, name)(transformers.BertConfig(**kwargs))
-    with torch.no_grad():  # HF initialises biases and LayerNorm to 0/1: randomise them so they matter
-        for n, p in model.named_parameters():
-            if n.endswith("bias") or "LayerNorm" in n:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    return random_hf_model(getattr(transformers, name), transformers.BertConfig(**kwargs),
+                           f"{name}/{config_name}", norms=("LayerNorm",))
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """(head, config) -> (HF model, directory it was saved in), built once per module."""
-    cache = {}
-
-    def get(name, config_name):
-        if (name, config_name) not in cache:
-            model = hf_model(name, config_name)
-            path = tmp_path_factory.mktemp(f"{name}-{config_name}")
-            model.save_pretrained(path)
-            cache[name, config_name] = (model, path)
-        return cache[name, config_name]
-
-    return get
+    return checkpoint_cache(tmp_path_factory, hf_model)
 
 
 def batch(config_name, padded, B=3, T=13, seed=0):
@@ -93,10 +79,6 @@ def outputs(name, out):
     return {"logits": out.logits}
 
 
-def max_diff(a, b):
-    return (a.detach().double() - b.detach().double()).abs().max().item()
-
-
 def compare_forward(name, config_name, padded, checkpoints, record=True):
     hf, path = checkpoints(name, config_name)
     ours = getattr(cb, name).from_pretrained(path).eval()
@@ -104,16 +86,24 @@ def compare_forward(name, config_name, padded, checkpoints, record=True):
     with torch.no_grad():
         got = outputs(name, ours(ids, attention_mask=mask, token_type_ids=types))
         want = outputs(name, hf(input_ids=ids, attention_mask=mask, token_type_ids=types))
-    for key in want:
-        d = max_diff(got[key], want[key])
-        if record:
+    diffs = assert_outputs_match(got, want, f"{name:32s} {config_name:18s} padded={padded!s:5s}", ATOL)
+    if record:
+        for key, d in diffs.items():
             MEASURED[f"{name}/{config_name}/{'padded' if padded else 'full'}/{key}"] = d
-        print(f"{name:32s} {config_name:18s} padded={padded!s:5s} {key:24s} max|diff| = {d:.2e}")
-        assert got[key].shape == want[key].shape
-        assert d <= ATOL, f"{key}: max abs difference {d:.2e} > {ATOL}"
 
 
 # ---- forward parity ---------------------------------------------------------------------
+
+
+def test_no_bias_or_layernorm_is_left_at_its_initial_value(checkpoints):
+    """HF starts biases at 0 and LayerNorm at (1, 0): a model that dropped one would still match."""
+    hf, _ = checkpoints("BertForPreTraining", "h32-nh2-L1-erf")
+    moved = {n: p for n, p in hf.named_parameters() if n.endswith("bias") or "LayerNorm" in n}
+    assert len(moved) > 10
+    for n, p in moved.items():
+        start = 1.0 if n.endswith("LayerNorm.weight") else 0.0
+        assert (p != start).all(), n
+
 
 
 @pytest.mark.parametrize("padded", [False, True])

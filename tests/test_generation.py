@@ -9,7 +9,6 @@ protocol serves HF's own models too (decoder-only and, for Chapter 7, a tiny T5)
 """
 
 import os
-import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -22,6 +21,7 @@ from transformers.generation import logits_process as hf_lp  # noqa: E402
 
 from course_lib import generation as gen  # noqa: E402
 from course_lib.models.gpt2 import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from tests.hf_checkpoints import random_hf_model  # noqa: E402
 
 V = 89
 
@@ -33,15 +33,10 @@ pytestmark = pytest.mark.usefixtures("one_thread_torch_backend")  # conftest.py
 def models(tmp_path_factory):
     """(HF GPT2LMHeadModel, ours) with the same random weights; the token table is scaled
     up so that the next-token distributions are peaked enough for top-k/top-p to matter."""
-    torch.manual_seed(zlib.crc32(b"generation"))
     config = transformers.GPT2Config(vocab_size=V, n_positions=48, n_embd=32, n_layer=2, n_head=4,
                                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    hf = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if n.endswith("bias") or ".ln_" in n:
-                p.add_(0.1 * torch.randn_like(p))
-        hf.transformer.wte.weight.mul_(8)
+    hf = random_hf_model(transformers.GPT2LMHeadModel, config, "generation", norms=(".ln_",),
+                         extra=lambda model: model.transformer.wte.weight.mul_(8))
     path = tmp_path_factory.mktemp("gpt2-generation")
     hf.save_pretrained(path)
     return hf, GPT2LMHeadModel.from_pretrained(path).eval()

@@ -9,7 +9,6 @@ forward pass, one token at a time, with and without left padding.
 
 import json
 import os
-import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -21,6 +20,7 @@ transformers.logging.set_verbosity_error()
 
 from course_lib.kernels import backend  # noqa: E402
 from course_lib.models import gpt2 as cg  # noqa: E402
+from tests.hf_checkpoints import checkpoint_cache, max_diff, random_hf_model  # noqa: E402
 
 ATOL = 1e-5
 CONFIGS = {  # odd vocabularies and widths, both GELU names, 1-3 layers, the layer-scaled attention variant
@@ -42,28 +42,15 @@ def one_thread():
 
 
 def hf_model(name, head="GPT2LMHeadModel"):
-    torch.manual_seed(zlib.crc32(f"{head}/{name}".encode()))
-    model = getattr(transformers, head)(transformers.GPT2Config(**CONFIGS[name], bos_token_id=1, eos_token_id=2))
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("bias") or ".ln_" in n:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    config = transformers.GPT2Config(**CONFIGS[name], bos_token_id=1, eos_token_id=2)
+    return random_hf_model(getattr(transformers, head), config, f"{head}/{name}", norms=(".ln_",))
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    cache = {}
-
-    def get(name, head="GPT2LMHeadModel"):
-        if (name, head) not in cache:
-            model = hf_model(name, head)
-            path = tmp_path_factory.mktemp(f"{head}-{name}")
-            model.save_pretrained(path)
-            cache[name, head] = (model, path)
-        return cache[name, head]
-
-    return get
+    """(config, head) -> (HF model, directory it was saved in), built once per module."""
+    get = checkpoint_cache(tmp_path_factory, hf_model)
+    return lambda name, head="GPT2LMHeadModel": get(name, head)
 
 
 def batch(name, B=3, T=13, seed=0, padding=None):
@@ -77,10 +64,6 @@ def batch(name, B=3, T=13, seed=0, padding=None):
     if padding == "left":
         mask = mask.flip(1)
     return ids.masked_fill(mask == 0, 0), mask
-
-
-def max_diff(a, b):
-    return (a.detach().double() - b.detach().double()).abs().max().item()
 
 
 @pytest.mark.parametrize("padding", [None, "right", "left"])

@@ -5,7 +5,6 @@ loads it with course_lib: outputs and gradients agree to float32 rounding (max a
 difference <= 1e-5; run with -s to see the measured numbers)."""
 
 import os
-import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -16,6 +15,8 @@ transformers = pytest.importorskip("transformers")
 
 from course_lib.kernels import backend  # noqa: E402
 from course_lib.models import roberta as cr  # noqa: E402
+from tests.hf_checkpoints import (  # noqa: E402
+    assert_outputs_match, checkpoint_cache, max_diff, random_hf_model)
 
 ATOL = 1e-5
 
@@ -33,31 +34,17 @@ T = 13
 
 
 def hf_model(name, config_name):
-    torch.manual_seed(zlib.crc32(f"{name}/{config_name}".encode()))
     kwargs = dict(CONFIGS[config_name])
     if name == "RobertaForSequenceClassification":
         kwargs["num_labels"] = 3
-    model = getattr(transformers, name)(transformers.RobertaConfig(**kwargs))
-    with torch.no_grad():  # biases and LayerNorms start at 0/1 in HF: randomise them so they count
-        for n, p in model.named_parameters():
-            if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    return random_hf_model(getattr(transformers, name), transformers.RobertaConfig(**kwargs),
+                           f"{name}/{config_name}", norms=("LayerNorm", "layer_norm"))
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    cache = {}
-
-    def get(name, config_name):
-        if (name, config_name) not in cache:
-            model = hf_model(name, config_name)
-            path = tmp_path_factory.mktemp(f"{name}-{config_name}")
-            model.save_pretrained(path)
-            cache[name, config_name] = (model, path)
-        return cache[name, config_name]
-
-    return get
+    """(head, config) -> (HF model, directory it was saved in), built once per module."""
+    return checkpoint_cache(tmp_path_factory, hf_model)
 
 
 def batch(config_name, padded, B=3, seed=0):
@@ -80,21 +67,13 @@ def tensors(name, out):
     return {"logits": out.logits}
 
 
-def max_diff(a, b):
-    return (a.detach().double() - b.detach().double()).abs().max().item()
-
-
 def compare_forward(name, config_name, padded, checkpoints):
     hf, path = checkpoints(name, config_name)
     ours = getattr(cr, name).from_pretrained(path, strict=True).eval()
     ids, mask = batch(config_name, padded)
     with torch.no_grad():
         got, want = tensors(name, ours(ids, attention_mask=mask)), tensors(name, hf(input_ids=ids, attention_mask=mask))
-    for key in want:
-        d = max_diff(got[key], want[key])
-        print(f"{name:34s} {config_name:22s} padded={padded!s:5s} {key:18s} max|diff| = {d:.2e}")
-        assert got[key].shape == want[key].shape
-        assert d <= ATOL, f"{name}/{key}: max abs difference {d:.2e} > {ATOL}"
+    assert_outputs_match(got, want, f"{name:34s} {config_name:22s} padded={padded!s:5s}", ATOL)
 
 
 @pytest.mark.parametrize("padded", [False, True])

@@ -9,9 +9,9 @@ padded encoder input. The bucket function equals HF's; the decoder's KV cache (s
 cross) reproduces the full forward pass; ``generate`` equals HF's token for token.
 """
 
+import functools
 import json
 import os
-import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -24,6 +24,7 @@ from transformers.models.t5.modeling_t5 import T5Attention as HFT5Attention  # n
 
 from course_lib.kernels import backend  # noqa: E402
 from course_lib.models import t5 as ct  # noqa: E402
+from tests.hf_checkpoints import checkpoint_cache, max_diff, random_hf_model  # noqa: E402
 
 ATOL = 1e-5
 # relu + tied head (T5), gated-gelu + untied head (v1.1), odd bucket settings.
@@ -44,33 +45,28 @@ pytestmark = pytest.mark.usefixtures("one_thread_torch_backend")  # conftest.py
 
 
 def hf_model(name, head="T5ForConditionalGeneration"):
-    torch.manual_seed(zlib.crc32(f"{head}/{name}".encode()))
-    config = transformers.T5Config(**CONFIGS[name], decoder_start_token_id=0, attn_implementation="eager")
-    model = getattr(transformers, head)(config)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "layer_norm" in n:
-                p.add_(0.2 * torch.randn_like(p))
+    def untie(model):  # v1.1: the head is its own matrix
         if not CONFIGS[name].get("tie_word_embeddings", True) and hasattr(model, "lm_head"):
-            model.lm_head.weight = torch.nn.Parameter(0.3 * torch.randn_like(model.lm_head.weight))  # v1.1: its own
-    return model.eval()
+            model.lm_head.weight = torch.nn.Parameter(0.3 * torch.randn_like(model.lm_head.weight))
+
+    config = transformers.T5Config(**CONFIGS[name], decoder_start_token_id=0, attn_implementation="eager")
+    return random_hf_model(getattr(transformers, head), config, f"{head}/{name}", norms=("layer_norm",),
+                           biases=False, scale=0.2, extra=untie)  # T5 has no biases
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    cache = {}
+    """(config, head) -> (HF model as loaded back from its directory, ours loaded from it, the
+    directory), built once per module."""
+    get = checkpoint_cache(tmp_path_factory, hf_model)
 
-    def get(name, head="T5ForConditionalGeneration"):
-        if (name, head) not in cache:
-            model = hf_model(name, head)
-            path = tmp_path_factory.mktemp(f"{head}-{name}")
-            model.save_pretrained(path)
-            hf = getattr(transformers, head).from_pretrained(path, attn_implementation="eager").eval()
-            ours_class = getattr(ct, head)
-            cache[name, head] = (hf, ours_class.from_pretrained(path).eval(), path)
-        return cache[name, head]
+    @functools.cache
+    def load(name, head="T5ForConditionalGeneration"):
+        _, path = get(name, head)
+        hf = getattr(transformers, head).from_pretrained(path, attn_implementation="eager").eval()
+        return hf, getattr(ct, head).from_pretrained(path).eval(), path
 
-    return get
+    return load
 
 
 def batch(name, B=3, S=23, T=11, seed=0):
@@ -82,10 +78,6 @@ def batch(name, B=3, S=23, T=11, seed=0):
     labels = torch.randint(2, V, (B, T), generator=g)
     labels[1, 6:] = -100
     return ids.masked_fill(mask == 0, 0), mask, labels
-
-
-def max_diff(a, b):
-    return (a.detach().double() - b.detach().double()).abs().max().item()
 
 
 # ---- parity ---------------------------------------------------------------------------------
@@ -262,16 +254,15 @@ def peaked(tmp_path_factory):
     """A tiny T5 with a large untied head, so greedy and sampled outputs vary with the input.
     (With a tied head random weights keep predicting the start token: the decoder's residual
     stream still holds its input embedding, whose dot product with itself wins.)"""
-    torch.manual_seed(zlib.crc32(b"t5-generation"))
     config = transformers.T5Config(vocab_size=41, d_model=16, d_kv=6, d_ff=24, num_layers=2, num_heads=2,
                                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
                                    tie_word_embeddings=False, attn_implementation="eager")
-    hf = transformers.T5ForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if "layer_norm" in n:
-                p.add_(0.3 * torch.randn_like(p))
-        hf.lm_head.weight = torch.nn.Parameter(2 * torch.randn_like(hf.lm_head.weight))
+
+    def large_head(model):
+        model.lm_head.weight = torch.nn.Parameter(2 * torch.randn_like(model.lm_head.weight))
+
+    hf = random_hf_model(transformers.T5ForConditionalGeneration, config, "t5-generation",
+                         norms=("layer_norm",), biases=False, scale=0.3, extra=large_head)
     path = tmp_path_factory.mktemp("t5-generation")
     hf.save_pretrained(path)
     return hf, ct.T5ForConditionalGeneration.from_pretrained(path).eval()
