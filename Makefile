@@ -131,7 +131,7 @@ test: $(STAMP) $(MATHJAX_STAMP) $(CJK_FONT_STAMP) $(GPT2_VOCAB_STAMP)
 
 # The loop while working (under 5 minutes on 2 cores): unit, kernel-interpreter and parity
 # tests; no book build, no nbgrader course, no graded class (the tests marked slow).
-test-fast: $(STAMP) $(GPT2_VOCAB_STAMP)
+test-fast: $(STAMP) $(CJK_FONT_STAMP) $(GPT2_VOCAB_STAMP)
 	$(PY) -m pytest $(XDIST) -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-gpu: $(STAMP)
