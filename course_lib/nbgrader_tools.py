@@ -106,16 +106,25 @@ def pinned(name: str, requirements: str | os.PathLike | None = None) -> str:
     raise ValueError(f"{path} pins no {name!r} (exact pins only: {name}==VERSION)")
 
 
-def book_setup_source(url: str | None = None, branch: str | None = None) -> str:
+# What a book page reads beyond packages, fetched where its set-up cell has just installed
+# course_lib with pip (in the course environment `make` has put the files in place): page -> a
+# Python statement, run in a subprocess.
+BOOK_PAGE_DATA = {
+    "ch05_roberta_albert": "import course_lib.tokenization as t; t.fetch_gpt2_vocab()",
+}
+
+
+def book_setup_source(url: str | None = None, branch: str | None = None, page: str | None = None) -> str:
     """The first cell of every chapter notebook of the book (tagged ``remove-cell``: the built
     page does not show it): it installs what is missing of course_lib (from the repository)
     and the packages of :data:`BOOK_EXTRAS` (at requirements.txt's pins), as when a page is
-    opened in Colab from its launch button. In the course environment (and while the book is
-    built) it does nothing."""
+    opened in Colab from its launch button, and, on the pages of :data:`BOOK_PAGE_DATA`
+    (``page`` is the notebook's stem), fetches the files that page reads. In the course
+    environment (and while the book is built) it does nothing."""
     if url is None or branch is None:
         url, branch = repository()
     wanted = "".join(f'\n    ("{mod}", "{pinned(req)}"),' for mod, req in BOOK_EXTRAS.items())
-    return f"""# Run this cell first. In the course environment it does nothing. Where course_lib
+    source = f"""# Run this cell first. In the course environment it does nothing. Where course_lib
 # is missing (e.g. Google Colab) it installs it from the course's repository, with pip,
 # and what else this page needs.
 import importlib
@@ -132,6 +141,12 @@ if need:
     pip = [sys.executable, "-m", "pip", "install", "--quiet"]
     subprocess.run(pip + need, check=True)
     importlib.invalidate_caches()"""
+    if page in BOOK_PAGE_DATA:
+        source += f"""
+    if repository in need:  # the files this page reads, too
+        fetch = "{BOOK_PAGE_DATA[page]}"
+        subprocess.run([sys.executable, "-c", fetch], check=True)"""
+    return source
 
 
 def put_book_setup_cell(path: str | os.PathLike, source: str | None = None) -> bool:
@@ -141,7 +156,7 @@ def put_book_setup_cell(path: str | os.PathLike, source: str | None = None) -> b
     import json
 
     path = Path(path)
-    source = book_setup_source() if source is None else source
+    source = book_setup_source(page=path.stem) if source is None else source
     nb = json.loads(path.read_text(encoding="utf-8"))
     cell_id = f"{path.stem.split('_')[0]}-{COLAB_SETUP_ID.replace('_', '-')}"
     lines = source.split("\n")

