@@ -113,13 +113,22 @@ BOOK_PAGE_DATA = {
     "ch05_roberta_albert": "import course_lib.tokenization as t; t.fetch_gpt2_vocab()",
 }
 
+# The repository's own files a book page reads (paths from its root, found by walking up from
+# the page's directory), fetched into the working directory where the set-up cell has just
+# installed course_lib (Colab opens the notebook alone, without the repository).
+BOOK_PAGE_FILES = {
+    "ch08_decoder_only": ("benchmarks/results/decoder_only_equal_compute.json",
+                          "benchmarks/results/decoder_only_kv_cache.json"),
+}
+
 
 def book_setup_source(url: str | None = None, branch: str | None = None, page: str | None = None) -> str:
     """The first cell of every chapter notebook of the book (tagged ``remove-cell``: the built
     page does not show it): it installs what is missing of course_lib (from the repository)
     and the packages of :data:`BOOK_EXTRAS` (at requirements.txt's pins), as when a page is
-    opened in Colab from its launch button, and, on the pages of :data:`BOOK_PAGE_DATA`
-    (``page`` is the notebook's stem), fetches the files that page reads. In the course
+    opened in Colab from its launch button, and, on the pages of :data:`BOOK_PAGE_DATA` and
+    :data:`BOOK_PAGE_FILES` (``page`` is the notebook's stem), fetches the files that page
+    reads. In the course
     environment (and while the book is built) it does nothing."""
     if url is None or branch is None:
         url, branch = repository()
@@ -146,7 +155,27 @@ if need:
     if repository in need:  # the files this page reads, too
         fetch = "{BOOK_PAGE_DATA[page]}"
         subprocess.run([sys.executable, "-c", fetch], check=True)"""
+    if page in BOOK_PAGE_FILES:
+        names = "".join(f'\n            "{name}",' for name in BOOK_PAGE_FILES[page])
+        source += f"""
+    if repository in need:  # the repository's files this page reads, at the same branch
+        import pathlib
+        import urllib.request
+
+        raw = "{raw_url(url, branch)}"
+        for name in [{names}
+        ]:
+            pathlib.Path(name).parent.mkdir(parents=True, exist_ok=True)
+            urllib.request.urlretrieve(f"{{raw}}/{{name}}", name)"""
     return source
+
+
+def raw_url(url: str, branch: str) -> str:
+    """Where GitHub serves the repository's files as they are at ``branch``."""
+    host, _, path = url.removeprefix("https://").partition("/")
+    if host != "github.com" or path.count("/") != 1:
+        raise ValueError(f"{url}: a page's files are fetched from a https://github.com/OWNER/REPO repository")
+    return f"https://raw.githubusercontent.com/{path}/{branch}"
 
 
 def put_book_setup_cell(path: str | os.PathLike, source: str | None = None) -> bool:

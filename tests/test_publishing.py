@@ -282,6 +282,40 @@ def test_a_page_that_reads_data_files_fetches_them_only_after_installing_course_
     assert args[0][5:] == [nbgrader_tools.pinned("gensim")]
 
 
+def test_a_page_that_reads_repository_files_fetches_them_after_installing_course_lib(tmp_path):
+    """Chapter 8 plots committed results (benchmarks/results/*.json): Colab opens the notebook
+    without the repository, so its set-up cell fetches them, from the branch it installs."""
+    for page, names in nbgrader_tools.BOOK_PAGE_FILES.items():
+        text = (ROOT / "book" / f"{page}.ipynb").read_text(encoding="utf-8")
+        for name in names:
+            assert (ROOT / name).is_file(), f"{page} fetches {name}, which is not in the repository"
+            assert Path(name).stem in text, f"{page} fetches {name} but never reads it"
+    source = nbgrader_tools.book_setup_source(page="ch08_decoder_only")
+    harness = textwrap.dedent(f"""\
+        import json, subprocess, urllib.request
+        calls = []
+        subprocess.run = lambda *a, **k: calls.append([a, k])
+        urllib.request.urlretrieve = lambda url, name: calls.append([[url, name], {{}}])
+        exec({source!r})
+        print(json.dumps(calls))
+        """)
+    here = subprocess.run([sys.executable, "-c", harness], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout) == [], "the set-up cell installed or fetched in the course environment"
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", harness], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)  # as in Colab: no course_lib, no repository
+    assert proc.returncode == 0, proc.stderr
+    (install, _), *fetches = json.loads(proc.stdout)
+    assert install[0][1:4] == ["-m", "pip", "install"]
+    url, branch = nbgrader_tools.repository()
+    raw = "https://raw.githubusercontent.com/" + url.removeprefix("https://github.com/") + f"/{branch}"
+    names = nbgrader_tools.BOOK_PAGE_FILES["ch08_decoder_only"]
+    assert [call[0] for call in fetches] == [[f"{raw}/{name}", name] for name in names]
+    assert (tmp_path / "benchmarks" / "results").is_dir()  # the page's ROOT search stops here
+    with pytest.raises(ValueError, match="github.com/OWNER/REPO"):
+        nbgrader_tools.raw_url("https://gitlab.com/a/b", "main")
+
+
 def test_book_setup_command_inserts_the_cell_once_and_updates_it(tmp_path):
     page = tmp_path / "ch09_new.ipynb"
     nb = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# Title"]},
