@@ -73,6 +73,11 @@ def test_book_has_launch_and_download_buttons():
     assert (ROOT / "binder" / "requirements.txt").read_text().count("-r ../requirements.txt") == 1
     post_build = ROOT / "binder" / "postBuild"
     assert os.access(post_build, os.X_OK), "repo2docker runs binder/postBuild only if it is executable"
+    # Binder has the checkout but not what `make` fetches: GPT-2's vocabulary for Chapter 5.
+    from course_lib import tokenization
+
+    fetched = tokenization._gpt2_vocab_dirs()[0].relative_to(ROOT)
+    assert f"t.fetch_gpt2_vocab('{fetched}')" in post_build.read_text(encoding="utf-8")
     sphinx = config["sphinx"]["config"]
     for name in sphinx["html_css_files"]:
         assert any((ROOT / d / name).is_file() for d in sphinx["html_static_path"]), name
