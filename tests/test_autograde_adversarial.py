@@ -439,6 +439,19 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _describe(pid: int) -> str | None:
+    """A process as a failure message wants it: pid, state, parent, uid and command line (None
+    once it is gone)."""
+    try:
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":" in line)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (f"{pid} ({status['State'].strip()}, parent {status['PPid'].strip()}, "
+                f"uid {status['Uid'].split()[0]}): {command[:300]}")
+    except (OSError, KeyError):
+        return None
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     course = rt.sandbox_course(tmp_path_factory)
@@ -461,11 +474,13 @@ def graded(tmp_path_factory):
         uids = [int(p.read_text()) for p in Path(tempfile.gettempdir()).glob(f"course-autograde-{first.pid}-*/uid*")]
         assert uids, "the workers did not record their sandbox uids"
         for _ in range(100):  # the kill travels down the process tree: grader, workers, sandboxes
+            # Alive ones only: a killed sandbox's zombie is reaped by PID 1 when it gets round to it.
             leftovers = _processes_mentioning(f"course-autograde-{first.pid}-")
-            leftovers += [pid for uid in uids for pid in jail._pids_of_uid(uid)]
+            leftovers += [pid for uid in uids for pid in jail._pids_of_uid(uid, alive_only=True)]
             if not leftovers:
                 break
             time.sleep(0.1)
+        leftovers = [d for d in map(_describe, leftovers) if d is not None]
 
         # Second run: resumes and finishes the class.
         started = time.monotonic()

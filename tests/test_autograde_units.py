@@ -108,6 +108,44 @@ def test_a_killed_launcher_takes_the_jail_with_it(tmp_path, uid):
     assert jail._pids_of_uid(spec.uid) == []
 
 
+def test_parent_gone_sees_the_lifeline_end():
+    r, w = os.pipe()
+    try:
+        assert not jail.parent_gone(r)
+        os.close(w)
+        assert jail.parent_gone(r)
+    finally:
+        os.close(r)
+
+
+@needs_root
+def test_a_launcher_killed_while_it_builds_the_jail_leaves_nothing(tmp_path, uid):
+    """SIGKILL at moments spread over the jail's set-up (namespaces, mounts, the uid change,
+    when the death signal is briefly cleared): no process of the sandbox uid outlives it, with
+    nobody cleaning up after it."""
+    import time
+
+    spec = jail.JailSpec(argv=[sys.executable, "-I", "-c", "import time\ntime.sleep(600)"],
+                         env=jail.base_env(), log_path=str(tmp_path / "log"), ro_paths=jail.python_paths(),
+                         uid=uid)
+    argv = jail.launcher_argv(jail.write_spec(spec, tmp_path / "spec.json"))
+    survivors = []
+    for i in range(20):
+        proc = subprocess.Popen(argv)
+        time.sleep(0.25 * i / 20)  # from before the fork to well after the exec
+        proc.kill()
+        proc.wait()
+        for _ in range(50):  # exited: a zombie counts as gone (PID 1 reaps orphans when it will)
+            left = jail._pids_of_uid(spec.uid, alive_only=True)
+            if not left:
+                break
+            time.sleep(0.1)
+        else:
+            survivors.append((i, left))
+    jail.clear_uid(spec.uid, timeout=30)
+    assert not survivors, f"(kill moment, live pids of the sandbox uid 5 s later): {survivors}"
+
+
 @needs_root
 def test_uid_leases_are_exclusive(uid):
     other = jail.lease_uid()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -246,8 +247,10 @@ def export_csv(db: Path, assignment: str, grade_cells: dict[str, float], path: P
 # ---- the batch ------------------------------------------------------------------------------
 
 
-def _preexec_worker() -> None:
+def _preexec_worker(grader: int) -> None:
     jail.set_parent_death_signal()
+    if os.getppid() != grader:  # the grader died before the signal was set: nobody wants this worker
+        os._exit(1)
     os.setsid()
 
 
@@ -264,7 +267,7 @@ class _Slot:
         env.pop("COURSE_GRADING_SEED", None)  # the seed stays with the parent
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "course_lib.autograde.worker", str(self.batch_dir), str(self.index)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=_preexec_worker,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=functools.partial(_preexec_worker, os.getpid()),
             cwd=self.batch_dir)
         log.close()
 

@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -259,6 +260,14 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
     _prctl(PR_SET_PDEATHSIG, sig)
 
 
+def parent_gone(lifeline: int) -> bool:
+    """For a process whose parent may have died before :func:`set_parent_death_signal` took
+    effect, where ``getppid()`` cannot tell (the first process of a PID namespace reads 0):
+    ``lifeline`` is the read end of a pipe whose only write end the parent holds and never
+    writes to, so it polls readable (end of file) exactly once the parent has died."""
+    return bool(select.select([lifeline], [], [], 0)[0])
+
+
 PRIVATE_MOUNTS = False  # True once this process has its own mount namespace
 
 
@@ -415,10 +424,12 @@ def _drop_privileges(uid: int) -> None:
         raise RuntimeError("still root after setresuid")
 
 
-def _child(spec: JailSpec, log_fd: int, err_w: int, root: str | None) -> None:
+def _child(spec: JailSpec, log_fd: int, err_w: int, root: str | None, lifeline: int) -> None:
     """PID 1 of the jail. Never returns: execs the command or exits."""
     try:
         set_parent_death_signal()
+        if parent_gone(lifeline):  # the launcher was killed before the signal was set
+            os._exit(SETUP_FAILED_EXIT)
         if spec.sandbox:
             _unshare(CLONE_NEWNS)  # here, not in the launcher, so that pivot_root moves only us
             socket.sethostname("sandbox")
@@ -438,6 +449,8 @@ def _child(spec: JailSpec, log_fd: int, err_w: int, root: str | None) -> None:
         if spec.sandbox:
             _drop_privileges(spec.uid)
             set_parent_death_signal()  # cleared by the uid change; set again
+            if parent_gone(lifeline):  # the launcher died while it was cleared: nobody waits for us
+                os._exit(SETUP_FAILED_EXIT)
         os.chdir(workdir)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 1 << 16)
@@ -483,12 +496,15 @@ def launch(spec: JailSpec) -> int:
 
 
 def _run_child(spec: JailSpec, log_fd: int, err_r: int, err_w: int, root: str | None) -> int:
+    life_r, life_w = os.pipe()  # the child's way to see that this launcher has died (parent_gone)
     pid = os.fork()
     if pid == 0:
         os.close(err_r)
-        _child(spec, log_fd, err_w, root)
+        os.close(life_w)
+        _child(spec, log_fd, err_w, root, life_r)
     os.close(err_w)
     os.close(log_fd)
+    os.close(life_r)  # life_w stays open, unwritten, until this process exits
 
     def _kill(signum, frame):  # SIGTERM/SIGHUP: the jail goes, at once
         try:
@@ -520,7 +536,10 @@ def _run_child(spec: JailSpec, log_fd: int, err_r: int, err_w: int, root: str | 
     return os.WEXITSTATUS(status)
 
 
-def _pids_of_uid(uid: int, except_children_of: int | None = None) -> list[int]:
+def _pids_of_uid(uid: int, except_children_of: int | None = None, alive_only: bool = False) -> list[int]:
+    """The processes of ``uid``: all of them (zombies, too, count against its process limit until
+    they are reaped, which for an orphan is up to PID 1, in its own time), or with
+    ``alive_only`` those that have not exited."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -532,7 +551,7 @@ def _pids_of_uid(uid: int, except_children_of: int | None = None) -> list[int]:
                 continue
             if except_children_of is not None and int(fields["PPid"]) == except_children_of:
                 continue
-            if except_children_of is not None and fields.get("State", "").strip().startswith("Z"):
+            if (except_children_of is not None or alive_only) and fields.get("State", "").strip().startswith("Z"):
                 continue  # already dead, waiting for its parent to reap it
             pids.append(int(entry.name))
         except (OSError, ValueError, IndexError, KeyError):
