@@ -128,8 +128,7 @@ def book_setup_source(url: str | None = None, branch: str | None = None, page: s
     and the packages of :data:`BOOK_EXTRAS` (at requirements.txt's pins), as when a page is
     opened in Colab from its launch button, and, on the pages of :data:`BOOK_PAGE_DATA` and
     :data:`BOOK_PAGE_FILES` (``page`` is the notebook's stem), fetches the files that page
-    reads. In the course
-    environment (and while the book is built) it does nothing."""
+    reads. In the course environment (and while the book is built) it does nothing."""
     if url is None or branch is None:
         url, branch = repository()
     wanted = "".join(f'\n    ("{mod}", "{pinned(req)}"),' for mod, req in BOOK_EXTRAS.items())
@@ -150,15 +149,14 @@ if need:
     pip = [sys.executable, "-m", "pip", "install", "--quiet"]
     subprocess.run(pip + need, check=True)
     importlib.invalidate_caches()"""
+    fetches = []  # what the page reads, once course_lib has just come from pip
     if page in BOOK_PAGE_DATA:
-        source += f"""
-    if repository in need:  # the files this page reads, too
+        fetches.append(f"""
         fetch = "{BOOK_PAGE_DATA[page]}"
-        subprocess.run([sys.executable, "-c", fetch], check=True)"""
-    if page in BOOK_PAGE_FILES:
+        subprocess.run([sys.executable, "-c", fetch], check=True)""")
+    if page in BOOK_PAGE_FILES:  # from the branch that pip installed
         names = "".join(f'\n            "{name}",' for name in BOOK_PAGE_FILES[page])
-        source += f"""
-    if repository in need:  # the repository's files this page reads, at the same branch
+        fetches.append(f"""
         import pathlib
         import urllib.request
 
@@ -166,7 +164,9 @@ if need:
         for name in [{names}
         ]:
             pathlib.Path(name).parent.mkdir(parents=True, exist_ok=True)
-            urllib.request.urlretrieve(f"{{raw}}/{{name}}", name)"""
+            urllib.request.urlretrieve(f"{{raw}}/{{name}}", name)""")
+    if fetches:
+        source += "\n    if repository in need:  # the files this page reads, too" + "".join(fetches)
     return source
 
 

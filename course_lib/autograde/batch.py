@@ -267,8 +267,8 @@ class _Slot:
         env.pop("COURSE_GRADING_SEED", None)  # the seed stays with the parent
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "course_lib.autograde.worker", str(self.batch_dir), str(self.index)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env, preexec_fn=functools.partial(_preexec_worker, os.getpid()),
-            cwd=self.batch_dir)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+            preexec_fn=functools.partial(_preexec_worker, os.getpid()), cwd=self.batch_dir)
         log.close()
 
     def kill(self) -> None:
